@@ -1,0 +1,5 @@
+import sys
+
+from jaxebm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""Configs: the shared fields, loading ``path.py[:variant]``, ``--config.a.b=v`` overrides.
+
+Every method's config file defines ``get_config(arg) -> ConfigDict`` starting from
+``base_config(method)``, which holds the fields the harness reads (``seed``, ``data``, ``train``,
+``optim``). Configs are locked, so a mistyped override fails instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+
+import ml_collections
+
+from jaxebm.train.optim import optim_config
+
+
+def base_config(method: str) -> ml_collections.ConfigDict:
+    """The fields every method has; method configs add ``model``, ``eval`` and their own."""
+    cfg = ml_collections.ConfigDict()
+    cfg.method = method
+    cfg.seed = 0
+    cfg.data = ml_collections.ConfigDict(dict(name="", dir="", batch_size=100, eval_size=20000))
+    cfg.train = ml_collections.ConfigDict(
+        dict(
+            num_steps=1000,
+            log_every=50,
+            eval_every=0,  # 0: evaluate only at the end
+            ckpt_every=500,
+            keep_checkpoints=3,
+            # a loss that is non-finite or above this bound counts as a divergence
+            loss_bound=1e8,
+            # after a divergence: restore the last good checkpoint, change the seed, multiply the
+            # config fields named in rollback_scale ("optim.learning_rate:0.5,sgld.n_steps:2") by
+            # their factors, and go on; at most this often
+            max_rollbacks=0,
+            rollback_scale="",
+            progress=True,
+        )
+    )
+    cfg.optim = optim_config()
+    return cfg
+
+
+def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
+    """Loads ``configs/x.py[:variant]`` and applies ``a.b=v`` overrides; the result is locked."""
+    path, _, variant = spec.partition(":")
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file {path!r} not found (expected configs/<method>.py)")
+    module_spec = importlib.util.spec_from_file_location(f"jaxebm_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} defines no get_config(arg)")
+    cfg = module.get_config(variant or None)
+    cfg.lock()
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def parse_value(text: str):
+    """A Python literal if the text is one (1e-3, 5, True, (64, 64), None), else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_override(cfg: ml_collections.ConfigDict, item: str) -> None:
+    """Applies one ``a.b.c=value`` override; unknown fields and wrong types fail naming the field."""
+    name, sep, text = item.partition("=")
+    if not sep:
+        raise ValueError(f"override {item!r} must look like field.path=value")
+    *parents, leaf = name.split(".")
+    node = cfg
+    for i, part in enumerate(parents):
+        if part not in node:
+            raise ValueError(f"unknown config field {'.'.join(parents[: i + 1])!r} in override {item!r}")
+        node = node[part]
+    if leaf not in node:
+        raise ValueError(f"unknown config field {name!r}; valid fields here: {sorted(node.keys())}")
+    value = parse_value(text)
+    old = node[leaf]
+    if isinstance(old, (tuple, list)) and isinstance(value, (int, float, str)):
+        value = (value,)
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    try:
+        with cfg.unlocked():
+            node[leaf] = value
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config field {name!r}: cannot set {text!r}: {err}") from None
+
+
+def save_config(cfg: ml_collections.ConfigDict, path: Path) -> None:
+    path.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=list) + "\n")
+
+
+def read_config(path: Path) -> ml_collections.ConfigDict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is this a jaxebm workdir (made by `jaxebm train`)?")
+    cfg = ml_collections.ConfigDict(json.loads(path.read_text()))
+    cfg.lock()
+    return cfg
+
+
+def validate_common(cfg: ml_collections.ConfigDict) -> None:
+    """Checks the harness's own fields; methods check theirs in ``build``."""
+    t = cfg.train
+    for field in ("num_steps", "log_every", "ckpt_every", "keep_checkpoints"):
+        if not (isinstance(t[field], int) and t[field] > 0):
+            raise ValueError(f"train.{field} must be a positive integer, got {t[field]!r}")
+    if t.eval_every < 0 or t.max_rollbacks < 0:
+        raise ValueError("train.eval_every and train.max_rollbacks must be >= 0")
+    if not t.loss_bound > 0:
+        raise ValueError(f"train.loss_bound must be > 0, got {t.loss_bound}")
+    if not (isinstance(cfg.data.batch_size, int) and cfg.data.batch_size > 0):
+        raise ValueError(f"data.batch_size must be a positive integer, got {cfg.data.batch_size!r}")
+    for path in rollback_factors(cfg):
+        try:
+            get_field(cfg, path)
+        except KeyError:
+            raise ValueError(f"train.rollback_scale names unknown field {path!r}") from None
+
+
+def rollback_factors(cfg: ml_collections.ConfigDict) -> dict[str, float]:
+    """Parses ``train.rollback_scale`` ("a.b:0.5,c:2") into {field path: factor}."""
+    out = {}
+    for item in filter(None, (s.strip() for s in cfg.train.rollback_scale.split(","))):
+        path, sep, factor = item.partition(":")
+        try:
+            out[path] = float(factor)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"train.rollback_scale item {item!r} must look like field.path:factor")
+    return out
+
+
+def get_field(cfg: ml_collections.ConfigDict, path: str):
+    node = cfg
+    for part in path.split("."):
+        if part not in node:
+            raise KeyError(path)
+        node = node[part]
+    return node
+
+
+def scaled_for_rollback(cfg: ml_collections.ConfigDict, rollbacks: int) -> ml_collections.ConfigDict:
+    """The config used after ``rollbacks`` divergences: scaled fields (seed changes elsewhere)."""
+    if rollbacks == 0:
+        return cfg
+    out = ml_collections.ConfigDict(cfg.to_dict())
+    for path, factor in rollback_factors(cfg).items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        value = node[leaf] * factor**rollbacks
+        node[leaf] = type(node[leaf])(round(value) if isinstance(node[leaf], int) else value)
+    out.lock()
+    return out
