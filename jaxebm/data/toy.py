@@ -49,8 +49,13 @@ def _check_n(n: int) -> int:
     return int(n)
 
 
+_EMPTY = np.zeros((0, 2), np.float32)  # sklearn's generators refuse n_samples=0
+
+
 def swissroll(rng: np.random.Generator, n: int) -> np.ndarray:
     n = _check_n(n)
+    if n == 0:
+        return _EMPTY.copy()
     x = sklearn.datasets.make_swiss_roll(n_samples=n, noise=1.0,
                                          random_state=_sklearn_state(rng))[0]
     return (x[:, [0, 2]] / 5.0).astype(np.float32)
@@ -58,6 +63,8 @@ def swissroll(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def circles(rng: np.random.Generator, n: int) -> np.ndarray:
     n = _check_n(n)
+    if n == 0:
+        return _EMPTY.copy()
     x = sklearn.datasets.make_circles(n_samples=n, factor=0.5, noise=0.08,
                                       random_state=_sklearn_state(rng))[0]
     return (x * 3.0).astype(np.float32)
@@ -80,6 +87,8 @@ def rings(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def moons(rng: np.random.Generator, n: int) -> np.ndarray:
     n = _check_n(n)
+    if n == 0:
+        return _EMPTY.copy()
     x = sklearn.datasets.make_moons(n_samples=n, noise=0.1,
                                     random_state=_sklearn_state(rng))[0]
     return (x * 2.0 + np.array([-1.0, -0.2])).astype(np.float32)
