@@ -3,6 +3,7 @@
 from jaxebm.estimators.divergence import (
     batched_divergence,
     divergence,
+    divergence_and_frobenius,
     exact_divergence,
     hutchinson_divergence,
     sample_probe,
@@ -11,6 +12,7 @@ from jaxebm.estimators.divergence import (
 __all__ = [
     "batched_divergence",
     "divergence",
+    "divergence_and_frobenius",
     "exact_divergence",
     "hutchinson_divergence",
     "sample_probe",
