@@ -149,8 +149,10 @@ def _read_source(source: Any, name: str) -> dict[str, np.ndarray]:
     images, labels = [], []
     for start in range(0, n, chunk):
         idx = list(range(start, min(n, start + chunk)))
-        records = source.__getitems__(idx) if hasattr(source, "__getitems__") \
-            else [source[i] for i in idx]
+        try:  # batched random access where the source has it (ArrayRecordDataSource)
+            records = source.__getitems__(idx)
+        except (AttributeError, TypeError):
+            records = [source[i] for i in idx]
         for r in records:
             images.append(np.asarray(r["image"], dtype=np.uint8))
             labels.append(int(r["label"]))
@@ -172,12 +174,12 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None) -> dict[str, dict[s
             source = tfds.data_source(TFDS_NAMES[name], split=split,
                                       data_dir=None if data_dir is None else os.fspath(data_dir),
                                       download=False)
-            out[split] = _read_source(source, name)
         except Exception as e:  # tfds raises many types for "not prepared"; report one clearly
             raise FileNotFoundError(
                 f"dataset {name!r}: no prepared TFDS dataset {TFDS_NAMES[name]!r} (split "
                 f"{split!r}) in data_dir={data_dir!r} ({type(e).__name__}: {e}). "
                 f"{_tfds_hint(name)}") from e
+        out[split] = _read_source(source, name)
     return out
 
 

@@ -77,6 +77,8 @@ def random_pad_crop(key: jax.Array, x: jax.Array, pad: int = 4,
     """Pad H and W by ``pad`` (jnp.pad mode, 'reflect' as in JEM/VERA) and crop each NHWC image
     back to H x W at a uniformly random offset in {0, ..., 2 pad}^2."""
     x = jnp.asarray(x)
+    if pad == 0:
+        return x
     n, h, w, c = x.shape
     padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
     offsets = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
