@@ -1,7 +1,8 @@
 """Datasets: numpy out, deterministic per (seed, step); ``load(cfg, seed=...)`` picks one by name.
 
 Config fields read (an ml_collections ConfigDict or any object with attributes):
-  name (required), batch_size (required), dir (data directory; None for the offline sets),
+  name (required), batch_size (required), dir (data directory; None or "" when unset: the
+  offline sets need none, TFDS then uses its default directory),
   eval_size (toy sets: size of the fixed validation/test samples, default 20000),
   validation_size (mnist/cifar10/cifar100/svhn: training images held out, default 5000).
 """
@@ -44,7 +45,7 @@ def load(cfg: Any, *, seed: int) -> Dataset:
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     batch_size = _field(cfg, "batch_size")
-    data_dir = _field(cfg, "dir", None)
+    data_dir = _field(cfg, "dir", None) or None  # "" (the base config's default) means unset
     if name in TOY_DENSITIES:
         eval_size = _field(cfg, "eval_size", DEFAULT_EVAL_SIZE)
         return SampledDataset(TOY_DENSITIES[name], batch_size, seed, eval_size, name=name)

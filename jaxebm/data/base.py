@@ -148,15 +148,22 @@ class ArrayDataset(Dataset):
             raise ValueError(f"dataset {name!r}: batch_size {self.batch_size} exceeds the "
                              f"{self.num_train} training examples")
         self.steps_per_epoch = self.num_train // self.batch_size
+        self._perm_cache: tuple[int, np.ndarray] | None = None
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_train)
+        # One-entry cache: a pure function of (seed, epoch), so caching cannot change results,
+        # and it saves an O(N) shuffle per step on the large sets (POWER has 1.6M rows).
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_train)
+            self._perm_cache = (epoch, perm)
+        return self._perm_cache[1]
 
     def train_batch(self, step: int) -> Batch:
         step = _check_step(step)
         epoch, within = divmod(step, self.steps_per_epoch)
-        idx = self._permutation(epoch)[within * self.batch_size:(within + 1) * self.batch_size]
-        idx.sort()  # sorted gathers are cheaper; the set of examples is what is random
+        idx = np.sort(self._permutation(epoch)[within * self.batch_size:
+                                               (within + 1) * self.batch_size])
+        # sorted gathers are cheaper; the set of examples is what is random
         return {k: v[idx] for k, v in self._splits["train"].items()}
 
     def split(self, name: str) -> Batch:

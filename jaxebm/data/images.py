@@ -214,6 +214,8 @@ def load_images(name: str, data_dir: str | os.PathLike | None, *,
     """uint8 NHWC images and int32 labels for 'mnist', 'cifar10', 'cifar100', 'svhn'."""
     if name not in TFDS_NAMES:
         raise ValueError(f"unknown image dataset {name!r}; valid: {', '.join(TFDS_NAMES)}")
+    if data_dir is not None and os.fspath(data_dir) == "":
+        data_dir = None
     if name == "mnist" and _has_mnist_idx(data_dir):
         official = load_mnist_idx(data_dir)  # type: ignore[arg-type]
     else:

@@ -56,9 +56,9 @@ TABULAR_FILES: dict[str, tuple[str, ...]] = {
 
 
 def _require_files(name: str, data_dir: str | os.PathLike | None) -> list[str]:
-    if data_dir is None:
+    if data_dir is None or os.fspath(data_dir) == "":
         raise FileNotFoundError(
-            f"dataset {name!r} needs a data directory (data.dir is None): {MAF_ARCHIVE_HINT}")
+            f"dataset {name!r} needs a data directory (data.dir is unset): {MAF_ARCHIVE_HINT}")
     paths = [os.path.join(os.fspath(data_dir), rel) for rel in TABULAR_FILES[name]]
     for path in paths:
         if not os.path.isfile(path):

@@ -75,3 +75,10 @@ def test_missing_required_field():
 def test_missing_dir(name, err, tmp_path):
     with pytest.raises(FileNotFoundError, match=err):
         data.load(cfg(name=name, dir=str(tmp_path / "absent")), seed=0)
+
+
+def test_empty_dir_means_unset():
+    # the harness's base config has dir="": offline sets ignore it, file sets say it is unset
+    assert data.load(cfg(name="digits", dir=""), seed=0).n_bins == 17
+    with pytest.raises(FileNotFoundError, match="unset"):
+        data.load(cfg(name="miniboone", dir=""), seed=0)

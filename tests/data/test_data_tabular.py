@@ -123,8 +123,9 @@ def test_missing_file_says_how_to_get_it(tmp_path, name):
         tabular.TABULAR_LOADERS[name](tmp_path)
     msg = str(info.value)
     assert str(tmp_path) in msg and "1161203" in msg and "data.tar.gz" in msg
-    with pytest.raises(FileNotFoundError, match="data.dir is None"):
-        tabular.TABULAR_LOADERS[name](None)
+    for unset in (None, ""):
+        with pytest.raises(FileNotFoundError, match="data.dir is unset"):
+            tabular.TABULAR_LOADERS[name](unset)
 
 
 def test_nan_in_file_is_reported(tmp_path):
