@@ -9,7 +9,8 @@ have seen without the interruption.
 
 * ``ArrayDataset`` samples epochs *without replacement* from a fixed training split. Epoch
   e = step // S (S = floor(N / batch) steps per epoch) uses the permutation
-  pi_e = default_rng([seed, e]).permutation(N), and step s takes pi_e[(s mod S) B : (s mod S + 1) B].
+  pi_e = default_rng([seed, e]).permutation(N), and step s takes
+  pi_e[(s mod S) B : (s mod S + 1) B].
   The last N mod B examples of each permutation are dropped (a fresh permutation every epoch,
   so every example is still seen with equal probability).
 * ``SampledDataset`` wraps a generative density x ~ p: every training batch is a fresh draw
