@@ -24,6 +24,9 @@ class Checkpoints:
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 

@@ -11,6 +11,7 @@ with decay ``constant``, ``cosine`` (to 0 at ``decay_steps``) or ``step`` (times
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
 
@@ -81,4 +82,22 @@ def make_optimizer(cfg: ml_collections.ConfigDict, where: str = "optim") -> opta
         opt = optax.sgd(schedule, momentum=cfg.b1 or None)
     if cfg.grad_clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
-    return opt
+    return standard_promotion(opt)
+
+
+def standard_promotion(opt: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Runs ``opt`` under JAX's standard dtype promotion.
+
+    Optax mixes Python floats with its int32 step counts (``b1 ** count``), which strict
+    promotion (on in our tests, and in some users' code) rejects; the results are identical.
+    """
+
+    def init(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return opt.init(params)
+
+    def update(updates, state, params=None):
+        with jax.numpy_dtype_promotion("standard"):
+            return opt.update(updates, state, params)
+
+    return optax.GradientTransformation(init, update)
