@@ -33,6 +33,7 @@ Euclidean distances :math:`\|x_i - x_j\|, i<j` (kgof's ``meddistance``, used as
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Literal, NamedTuple
 
 import jax
@@ -58,6 +59,9 @@ def _scores_like(score: Array | Callable[[Array], Array], x: Array) -> Array:
 
 def _sq_distances(x: Array) -> Array:
     """Pairwise squared distances of the rows of ``x`` (n, D) by the Gram trick, clipped at 0."""
+    # Distances do not change under translation; centring first shrinks the norms and with
+    # them the float32 cancellation error of the Gram trick.
+    x = x - jnp.mean(x, axis=0, keepdims=True)
     norms = jnp.sum(x * x, axis=1)
     d2 = norms[:, None] + norms[None, :] - 2.0 * (x @ x.T)
     # The Gram trick can go slightly negative by cancellation; the diagonal is exactly zero.
@@ -71,8 +75,13 @@ def median_bandwidth(x: Array) -> Array:
     n = xf.shape[0]
     if n < 2:
         raise ValueError("the median heuristic needs at least two samples")
-    rows, cols = jnp.triu_indices(n, k=1)
-    return jnp.sqrt(jnp.median(_sq_distances(xf)[rows, cols]))
+    # Each pair appears twice off the diagonal, so the median over the 2M off-diagonal entries
+    # (the mean of sorted entries M-1 and M) equals the median over the M pairs i < j. The
+    # diagonal is pushed to the end of the sort with +inf.
+    n_pairs = n * (n - 1) // 2
+    d2 = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, _sq_distances(xf))
+    ordered = jnp.sort(d2.reshape(-1))
+    return 0.5 * (jnp.sqrt(ordered[n_pairs - 1]) + jnp.sqrt(ordered[n_pairs]))
 
 
 def _resolve_bandwidth(x: Array, bandwidth: float | Array | None) -> Array:
@@ -138,6 +147,7 @@ class KSDTest(NamedTuple):
     bandwidth: Array
 
 
+@functools.partial(jax.jit, static_argnames=("n_boot", "n", "weights", "dtype"))
 def wild_bootstrap_weights(
     key: Array, n_boot: int, n: int, *, weights: Weights = "rademacher", flip_prob: float = 0.5,
     dtype=jnp.float32,
