@@ -20,20 +20,17 @@ covariance is :math:`(\pi^2/3) A^\top A`. Functions accept ``(D,)`` or ``(n, D)`
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 
 
-def init_unmixing(key: Array, dim: int, *, max_tries: int = 10_000, dtype=jnp.float32) -> Array:
-    """Draw ``B`` with N(0, 1) entries, redrawing until ``cond(B) < dim`` (as the reference).
-
-    Not for use under jit: the loop runs in ``lax.while_loop`` but the result is checked
-    concretely and a clear error is raised when ``max_tries`` draws all failed.
-    """
-    if dim < 2:
-        raise ValueError(f"init_unmixing needs dim >= 2 (cond(B) < dim is impossible for dim 1); got {dim}")
+@functools.partial(jax.jit, static_argnames=("dim", "max_tries", "dtype"))
+def _draw_until_conditioned(key: Array, dim: int, max_tries: int, dtype) -> Array:
+    """``lax.while_loop`` redrawing ``B`` while ``cond(B) >= dim``, at most ``max_tries`` draws."""
 
     def draw(k):
         return jax.random.normal(k, (dim, dim), dtype)
@@ -48,9 +45,23 @@ def init_unmixing(key: Array, dim: int, *, max_tries: int = 10_000, dtype=jnp.fl
         return k, draw(sub), tries + 1
 
     k0, sub0 = jax.random.split(key)
-    _, b, tries = jax.lax.while_loop(keep_going, redraw, (k0, draw(sub0), jnp.asarray(1)))
+    _, b, _ = jax.lax.while_loop(keep_going, redraw, (k0, draw(sub0), jnp.asarray(1)))
+    return b
+
+
+def init_unmixing(key: Array, dim: int, *, max_tries: int = 10_000, dtype=jnp.float32) -> Array:
+    """Draw ``B`` with N(0, 1) entries, redrawing until ``cond(B) < dim`` (as the reference).
+
+    Not for use under jit: the result is checked concretely and a clear error is raised when
+    ``max_tries`` draws all failed.
+    """
+    if dim < 2:
+        raise ValueError(
+            f"init_unmixing needs dim >= 2 (cond(B) < dim is impossible for dim 1); got {dim}"
+        )
+    b = _draw_until_conditioned(key, dim, max_tries, dtype)
     if not bool(jnp.linalg.cond(b) < dim):
-        raise RuntimeError(f"no B with cond(B) < {dim} in {int(tries)} draws; raise max_tries")
+        raise RuntimeError(f"no B with cond(B) < {dim} in {max_tries} draws; raise max_tries")
     return b
 
 

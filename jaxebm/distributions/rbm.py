@@ -136,7 +136,9 @@ _MAX_ENUM_HIDDEN = 20
 def hidden_states(dim_h: int, dtype=jnp.float32) -> Array:
     """All ``2**dim_h`` configurations of ``h`` in {-1, +1}^dim_h, ``(2**dim_h, dim_h)``."""
     if dim_h > _MAX_ENUM_HIDDEN:
-        raise ValueError(f"enumerating 2**{dim_h} hidden states is too large (max {_MAX_ENUM_HIDDEN})")
+        raise ValueError(
+            f"enumerating 2**{dim_h} hidden states is too large (max {_MAX_ENUM_HIDDEN})"
+        )
     return jnp.asarray(list(itertools.product((-1.0, 1.0), repeat=dim_h)), dtype)
 
 

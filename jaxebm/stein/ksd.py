@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
+from jaxebm.stein.operator import _scores_like
+
 Array = jax.Array
 Statistic = Literal["u", "v"]
 Weights = Literal["rademacher", "markov"]
@@ -47,14 +49,6 @@ Weights = Literal["rademacher", "markov"]
 
 def _flat(x: Array) -> Array:
     return x.reshape(x.shape[0], -1)
-
-
-def _scores_like(score: Array | Callable[[Array], Array], x: Array) -> Array:
-    if callable(score):
-        return jax.vmap(score)(x)
-    if score.shape != x.shape:
-        raise ValueError(f"scores have shape {score.shape} but x has shape {x.shape}")
-    return score
 
 
 def _sq_distances(x: Array) -> Array:
@@ -165,7 +159,8 @@ def wild_bootstrap_weights(
         first = jax.random.rademacher(k_first, (n_boot, 1), dtype)
         flips = jax.random.bernoulli(k_flip, flip_prob, (n_boot, n - 1))
         signs = jnp.where(flips, -1.0, 1.0).astype(dtype)
-        return first * jnp.concatenate([jnp.ones((n_boot, 1), dtype), jnp.cumprod(signs, axis=1)], axis=1)
+        walk = jnp.concatenate([jnp.ones((n_boot, 1), dtype), jnp.cumprod(signs, axis=1)], axis=1)
+        return first * walk
     raise ValueError(f"unknown bootstrap weights {weights!r}; expected 'rademacher' or 'markov'")
 
 
@@ -191,7 +186,9 @@ def ksd_test(
     h = _resolve_bandwidth(x, bandwidth)
     hmat = stein_kernel_matrix(x, score, h)
     stat = n * _ksd_from_matrix(hmat, statistic)
-    w = wild_bootstrap_weights(key, n_boot, n, weights=weights, flip_prob=flip_prob, dtype=hmat.dtype)
+    w = wild_bootstrap_weights(
+        key, n_boot, n, weights=weights, flip_prob=flip_prob, dtype=hmat.dtype
+    )
     quad = jnp.sum((w @ hmat) * w, axis=1)  # w^T H w per replicate
     if statistic == "v":
         boot = quad / n
