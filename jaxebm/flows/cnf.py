@@ -20,7 +20,7 @@ NaN, which the training harness treats as a divergence.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import diffrax
 import jax
@@ -30,7 +30,7 @@ import optimistix
 from jaxebm.estimators.divergence import divergence_and_frobenius
 
 Array = jax.Array
-Dynamics = Callable[[Array, Array], Array]  # f(t, z) for one sample
+Dynamics = Callable[[Any, Array, Array], Array]  # f(params, t, z) for one sample
 
 SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 ADJOINTS = ("recursive", "backsolve")
@@ -70,14 +70,16 @@ def _error_norm(y) -> Array:
     return optimistix.rms_norm((y[0], y[1]))
 
 
-def _solve(term_fn, y0, t0: float, t1: float, solver: SolverConfig, control_all: bool):
+def _solve(term_fn, y0, args, t0: float, t1: float, solver: SolverConfig, control_all: bool):
+    """Solves ``dy/du = term_fn(u, y, args)``; everything differentiable travels in ``args``
+    (BacksolveAdjoint can only differentiate with respect to ``y0`` and ``args``)."""
     adjoint = (diffrax.RecursiveCheckpointAdjoint() if solver.adjoint == "recursive"
                else diffrax.BacksolveAdjoint(solver=SOLVERS[solver.solver]()))
     # BacksolveAdjoint solves an augmented backward ODE; its error norm must see all of it.
     norm = optimistix.rms_norm if (control_all or solver.adjoint == "backsolve") else _error_norm
     controller = diffrax.PIDController(rtol=solver.rtol, atol=solver.atol, norm=norm)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(term_fn), SOLVERS[solver.solver](), t0=t0, t1=t1, dt0=None, y0=y0,
+        diffrax.ODETerm(term_fn), SOLVERS[solver.solver](), t0=t0, t1=t1, dt0=None, y0=y0, args=args,
         stepsize_controller=controller, adjoint=adjoint, max_steps=solver.max_steps, throw=False,
     )
     failed = sol.result != diffrax.RESULTS.successful
@@ -86,46 +88,48 @@ def _solve(term_fn, y0, t0: float, t1: float, solver: SolverConfig, control_all:
     return y1, nfe
 
 
-def block_forward(f: Dynamics, end_time: Array, x: Array, *, trace: str = "exact",
+def block_forward(f: Dynamics, params: Any, end_time: Array, x: Array, *, trace: str = "exact",
                   eps: Array | None = None, solver: SolverConfig = SolverConfig(),
                   regularize: bool = False) -> BlockOutput:
     """Integrates a batch ``x`` (B, *shape) from t=0 to t=T; see the module docstring.
 
-    ``trace``: ``exact``, ``gaussian`` or ``rademacher`` (then ``eps`` shaped like ``x``).
+    ``f(params, t, z)`` is the per-sample dynamics; ``trace`` is ``exact``, ``gaussian`` or
+    ``rademacher`` (then ``eps`` is the probe, shaped like ``x``, fixed for the whole solve).
     """
     batch = x.shape[0]
 
-    def per_sample(u, z, e):
-        return divergence_and_frobenius(lambda zz: end_time * f(u * end_time, zz), z,
-                                        method=trace, eps=e)
-
     def term(u, y, args):
-        z = y[0]
+        p, t_end, probe = args
+        field = lambda zz: t_end * f(p, u * t_end, zz)  # noqa: E731
         if trace == "exact":
-            dz, div, frob = jax.vmap(lambda zi: per_sample(u, zi, None))(z)
+            dz, div, frob = jax.vmap(lambda zi: divergence_and_frobenius(field, zi))(y[0])
         else:
-            dz, div, frob = jax.vmap(lambda zi, ei: per_sample(u, zi, ei))(z, eps)
+            dz, div, frob = jax.vmap(
+                lambda zi, ei: divergence_and_frobenius(field, zi, method=trace, eps=ei))(y[0], probe)
         if not regularize:
             return dz, div, jnp.zeros_like(div), jnp.zeros_like(div)
-        # dz = T f, div = T tr(J f), frob = T^2 ||J f||_F^2: the integrands in t = uT are
-        # ||f||^2 and ||J||_F^2, and dt = T du.
+        # dz = T f, div = T tr(J), frob = T^2 ||J||_F^2; the integrands in t = uT are ||f||^2
+        # and ||J||_F^2 with dt = T du.
         sq = jnp.sum((dz**2).reshape(batch, -1), axis=1)
-        return dz, div, sq / end_time, frob / end_time
+        return dz, div, sq / t_end, frob / t_end
 
+    if trace != "exact" and eps is None:
+        raise ValueError(f"trace={trace!r} needs a probe eps shaped like x")
     zeros = jnp.zeros((batch,), x.dtype)
-    (z, int_tr, kin, frob), nfe = _solve(term, (x, zeros, zeros, zeros), 0.0, 1.0, solver,
-                                         control_all=not regularize)
+    (z, int_tr, kin, frob), nfe = _solve(term, (x, zeros, zeros, zeros), (params, end_time, eps),
+                                         0.0, 1.0, solver, control_all=not regularize)
     return BlockOutput(z, int_tr, kin, frob, nfe)
 
 
-def block_inverse(f: Dynamics, end_time: Array, z: Array, *,
+def block_inverse(f: Dynamics, params: Any, end_time: Array, z: Array, *,
                   solver: SolverConfig = SolverConfig()) -> tuple[Array, Array]:
     """Integrates ``z`` (B, *shape) backwards from t=T to t=0: the sampling direction."""
 
     def term(u, y, args):
-        return (jax.vmap(lambda zi: end_time * f(u * end_time, zi))(y[0]),)
+        p, t_end = args
+        return (jax.vmap(lambda zi: t_end * f(p, u * t_end, zi))(y[0]),)
 
-    (x,), nfe = _solve(term, (z,), 1.0, 0.0, solver, control_all=True)
+    (x,), nfe = _solve(term, (z,), (params, end_time), 1.0, 0.0, solver, control_all=True)
     return x, nfe
 
 

@@ -97,12 +97,16 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         s = params["sqrt_end_time"][...]
         return s**2 if cfg.model.train_end_time else jax.lax.stop_gradient(s**2)
 
-    def run_blocks(model, times, h, first, key, trace, solver, totals):
+    def dynamics(k):
+        """Block k's f(params, t, z); the whole model's params travel as solver args."""
+        return lambda p, t, z: nnx.merge(graphdef, p).nets[k](t, z)
+
+    def run_blocks(params, times, h, first, key, trace, solver, totals):
         """Applies blocks ``first .. first + n_blocks - 1`` to ``h``; accumulates totals."""
         for j in range(cfg.model.n_blocks):
             k = first + j
             eps = None if trace == "exact" else sample_probe(jax.random.fold_in(key, k), h.shape, trace)
-            out = cnf.block_forward(model.nets[k], times[k], h, trace=trace, eps=eps,
+            out = cnf.block_forward(dynamics(k), params, times[k], h, trace=trace, eps=eps,
                                     solver=solver, regularize=regularize)
             h = out.z
             totals = [a + b for a, b in zip(totals, (out.int_trace, out.kinetic, out.frobenius))] + [
@@ -111,13 +115,12 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
 
     def log_prob(params, x, key, trace, solver):
         """``(log p(x) per example, kinetic, frobenius, nfe)``; x in data space."""
-        model = nnx.merge(graphdef, params)
         times = end_times(params)
         b = x.shape[0]
         zeros = jnp.zeros((b,), jnp.float32)
         totals = [zeros, zeros, zeros, jnp.zeros((), jnp.int32)]
         if not image:
-            z, totals = run_blocks(model, times, x, 0, key, trace, solver, totals)
+            z, totals = run_blocks(params, times, x, 0, key, trace, solver, totals)
             logp = cnf.standard_normal_logpdf(z) + totals[0]
             return logp, totals[1], totals[2], totals[3]
         h, logdet = transforms.logit_transform(x, cfg.model.logit_alpha)
@@ -125,7 +128,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         for i, (_, factor) in enumerate(stages):
             if factor:
                 h = multiscale.squeeze(h)
-            h, totals = run_blocks(model, times, h, i * cfg.model.n_blocks, key, trace, solver, totals)
+            h, totals = run_blocks(params, times, h, i * cfg.model.n_blocks, key, trace, solver, totals)
             if factor:
                 c = h.shape[-1] // 2
                 logp = logp + cnf.standard_normal_logpdf(h[..., :c])
@@ -192,13 +195,12 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
 
     @jax.jit
     def _sample_batch(params, key):
-        model = nnx.merge(graphdef, params)
         times = end_times(params)
         bs = cfg.eval.batch_size
         if not image:
             h = jax.random.normal(key, (bs, *shape))
             for k in reversed(range(len(dims))):
-                h, _ = cnf.block_inverse(model.nets[k], times[k], h, solver=eval_solver)
+                h, _ = cnf.block_inverse(dynamics(k), params, times[k], h, solver=eval_solver)
             return h
         keys = jax.random.split(key, len(stages) + 1)
         # the final latent first, then walk the stages backwards, re-inserting factored halves
@@ -211,7 +213,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                 h = jnp.concatenate([left, h], axis=-1)
             for j in reversed(range(cfg.model.n_blocks)):
                 k = i * cfg.model.n_blocks + j
-                h, _ = cnf.block_inverse(model.nets[k], times[k], h, solver=eval_solver)
+                h, _ = cnf.block_inverse(dynamics(k), params, times[k], h, solver=eval_solver)
             if factor:
                 h = multiscale.unsqueeze(h)
         return jnp.clip(transforms.inverse_logit_transform(h, cfg.model.logit_alpha), 0.0, 1.0)
