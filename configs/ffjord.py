@@ -32,7 +32,7 @@ def get_config(arg=None):
         n_scales=2, logit_alpha=1e-6,
     ))
     cfg.solver = ml_collections.ConfigDict(dict(
-        name="dopri5", rtol=1e-5, atol=1e-5, adjoint="recursive", max_steps=1000))
+        name="dopri5", rtol=1e-5, atol=1e-5, adjoint="recursive", max_steps=1000, checkpoints=0))
     cfg.reg = ml_collections.ConfigDict(dict(kinetic=0.0, jac_frobenius=0.0))
     cfg.eval = ml_collections.ConfigDict(dict(
         split="test", trace="exact", rtol=1e-5, atol=1e-5, batch_size=1000, max_examples=0,

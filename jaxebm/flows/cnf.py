@@ -46,6 +46,10 @@ class SolverConfig:
     atol: float = 1e-5
     adjoint: str = "recursive"
     max_steps: int = 1000
+    # Recursive adjoint: solver states kept for the backward pass. 0 = diffrax's default
+    # (about log(max_steps), recomputing the rest); max_steps = keep all, no recomputation,
+    # cheap when the state is small (2-D and tabular data).
+    checkpoints: int = 0
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -73,7 +77,8 @@ def _error_norm(y) -> Array:
 def _solve(term_fn, y0, args, t0: float, t1: float, solver: SolverConfig, control_all: bool):
     """Solves ``dy/du = term_fn(u, y, args)``; everything differentiable travels in ``args``
     (BacksolveAdjoint can only differentiate with respect to ``y0`` and ``args``)."""
-    adjoint = (diffrax.RecursiveCheckpointAdjoint() if solver.adjoint == "recursive"
+    adjoint = (diffrax.RecursiveCheckpointAdjoint(solver.checkpoints or None)
+               if solver.adjoint == "recursive"
                else diffrax.BacksolveAdjoint(solver=SOLVERS[solver.solver]()))
     # BacksolveAdjoint solves an augmented backward ODE; its error norm must see all of it.
     norm = optimistix.rms_norm if (control_all or solver.adjoint == "backsolve") else _error_norm

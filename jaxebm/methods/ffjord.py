@@ -72,7 +72,7 @@ def _validate(cfg: ml_collections.ConfigDict, ds) -> None:
 
 def _solver(cfg: ml_collections.ConfigDict, rtol: float, atol: float) -> cnf.SolverConfig:
     s = cfg.solver
-    return cnf.SolverConfig(s.name, rtol, atol, s.adjoint, s.max_steps)
+    return cnf.SolverConfig(s.name, rtol, atol, s.adjoint, s.max_steps, s.checkpoints)
 
 
 def build(cfg: ml_collections.ConfigDict) -> Method:
@@ -171,25 +171,30 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         logp, _, _, nfe = log_prob(params, prepare(x, k_data), k_probe, cfg.eval.trace, eval_solver)
         return logp, nfe
 
+    def log_prob_in_batches(params, points, key):
+        """Per-example log p (eval solver and trace) over any number of points, one compiled
+        shape (the last batch padded), and the mean NFE."""
+        bs = cfg.eval.batch_size
+        logps, nfes = [], []
+        for i, start in enumerate(range(0, len(points), bs)):
+            chunk = points[start:start + bs]
+            n = len(chunk)
+            if n < bs:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, 0)])
+            logp, nfe = eval_batch(params, jnp.asarray(chunk), jax.random.fold_in(key, i))
+            logps.append(np.asarray(logp)[:n])
+            nfes.append(int(nfe))
+        return np.concatenate(logps), float(np.mean(nfes))
+
     def evaluate(state, key):
         test = ds.split(cfg.eval.split)["x"]
         if cfg.eval.max_examples:
             test = test[: cfg.eval.max_examples]
-        bs = cfg.eval.batch_size
-        logps, nfes = [], []
-        for i, start in enumerate(range(0, len(test), bs)):
-            chunk = test[start:start + bs]
-            n = len(chunk)
-            if n < bs:  # pad to one compiled shape
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, 0)])
-            logp, nfe = eval_batch(state["params"], jnp.asarray(chunk), jax.random.fold_in(key, i))
-            logps.append(np.asarray(logp)[:n])
-            nfes.append(int(nfe))
-        logp = np.concatenate(logps)
+        logp, nfe = log_prob_in_batches(state["params"], test, key)
         out = {"nll": float(-logp.mean()), "nll_stderr": float(logp.std() / np.sqrt(len(logp))),
-               "nfe": float(np.mean(nfes)), "num_examples": float(len(logp))}
+               "nfe": nfe, "num_examples": float(len(logp))}
         if image:
-            out["bpd"] = float(np.mean(np.asarray(transforms.bits_per_dim(jnp.asarray(logp), num_dims, n_bins))))
+            out["bpd"] = float(np.mean(transforms.bits_per_dim(jnp.asarray(logp), num_dims, n_bins)))
         out["end_time"] = float(jnp.sum(end_times(state["params"])))
         return out
 
@@ -235,16 +240,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         bound, n = cfg.eval.plot_bound, cfg.eval.grid_size
         axis = np.linspace(-bound, bound, n, dtype=np.float32)
         grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
-        logp = []
-        bs = cfg.eval.batch_size
-        for i, start in enumerate(range(0, len(grid), bs)):
-            chunk = grid[start:start + bs]
-            m = len(chunk)
-            if m < bs:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - m, 0)])
-            lp, _ = eval_batch(state["params"], jnp.asarray(chunk), jax.random.fold_in(key, i))
-            logp.append(np.asarray(lp)[:m])
-        logp = np.concatenate(logp).reshape(n, n)
+        logp = log_prob_in_batches(state["params"], grid, key)[0].reshape(n, n)
         data = ds.split("test")["x"][: len(samples)]
         return [plots.save_density_and_samples(logp, samples, data, directory / "density.png",
                                                bound, title=f"FFJORD on {cfg.data.name}")]
