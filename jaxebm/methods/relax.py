@@ -1,0 +1,279 @@
+r"""RELAX (Grathwohl et al. 2018, "Backpropagation through the Void"): the toy experiment.
+
+Minimize :math:`\mathbb{E}_{b \sim \mathrm{Bernoulli}(\theta)}[\frac1L\sum_i (b_i - t)^2]` over
+the logits of :math:`\theta` (init 0, so :math:`\theta = 0.5`), ``t = 0.499``, one sample per
+step, as in the paper's ``toy.py``. Each step, with the estimator chosen by ``config.estimator``:
+
+1. draw ``b``; estimate :math:`g \approx \nabla_{\rm logits}\mathbb{E}[f(b)]` with REINFORCE,
+   REBAR (:math:`c = \eta f(\sigma_\lambda(z))`, :math:`\eta` init 1, :math:`\lambda` init 0.5)
+   or RELAX (:math:`c_\phi(z) = Q_\phi(\sigma_\lambda(z))`, ``Q`` a 10-unit tanh net on
+   :math:`2\sigma_\lambda(z) - 1`);
+2. logits ``<- Adam(g)`` and, for REBAR/RELAX, the control variate's parameters
+   ``<- Adam(d g^2 / d phi)``, both at ``optim.learning_rate`` (the paper's 0.01). The variance
+   gradient never enters the logits' update.
+
+The reported ``loss`` is the exact expected loss :math:`\theta(1-t)^2 + (1-\theta)t^2`
+(averaged over latents), as the paper plots. Evaluation adds the estimator's variance at the
+current parameters from ``eval.variance_samples`` draws. ``run_toy`` runs a whole training run
+as one ``lax.scan`` (the same step, the same keys as ``jaxebm train``), measuring the variance
+every ``variance_every`` steps; ``write_figures`` uses it to draw the paper's first figure (loss
+and log10 variance over steps for REINFORCE, REBAR and RELAX).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxebm.estimators import relax as est
+from jaxebm.estimators.relaxations import bernoulli_soft, bernoulli_hard, bernoulli_reparameterize, uniform_open
+from jaxebm.train.method import Method
+from jaxebm.train.optim import make_optimizer
+
+ESTIMATORS = ("reinforce", "rebar", "relax")
+
+
+def _validate(cfg: ml_collections.ConfigDict) -> None:
+    if cfg.experiment != "toy":
+        raise ValueError(f"experiment={cfg.experiment!r}: only 'toy' is implemented")
+    if cfg.estimator not in ESTIMATORS:
+        raise ValueError(f"estimator={cfg.estimator!r}: expected one of {ESTIMATORS}")
+    t = cfg.toy
+    for field in ("num_latents", "batch_size", "hidden"):
+        if not (isinstance(t[field], int) and t[field] > 0):
+            raise ValueError(f"toy.{field} must be a positive integer, got {t[field]!r}")
+    if not t.init_temperature > 0:
+        raise ValueError(f"toy.init_temperature must be > 0, got {t.init_temperature}")
+    unknown = [name for name in cfg.figure.estimators if name not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"figure.estimators has unknown names {unknown}; expected some of {ESTIMATORS}")
+    if not (isinstance(cfg.eval.variance_samples, int) and cfg.eval.variance_samples > 1):
+        raise ValueError(f"eval.variance_samples must be an integer > 1, got {cfg.eval.variance_samples!r}")
+
+
+def _glorot(key: jax.Array, n_in: int, n_out: int) -> jax.Array:
+    """Glorot-uniform weights, TensorFlow's dense-layer default that the paper's toy used."""
+    limit = float(np.sqrt(6.0 / (n_in + n_out)))
+    return jax.random.uniform(key, (n_in, n_out), jnp.float32, -limit, limit)
+
+
+def q_func(net: dict, soft: jax.Array) -> jax.Array:
+    """The toy's surrogate Q(sigma): dense tanh layer on 2 sigma - 1, then a linear scalar."""
+    h = jnp.tanh((2.0 * soft - 1.0) @ net["w1"] + net["b1"])
+    return (h @ net["w2"] + net["b2"])[0]
+
+
+def relax_control_variate(cv: dict, z: jax.Array) -> jax.Array:
+    """c_phi(z) = Q_phi(sigma_lambda(z)), with lambda = exp(log_temperature) learned too."""
+    return q_func(cv["net"], bernoulli_soft(z, jnp.exp(cv["log_temperature"])))
+
+
+class Toy:
+    """The toy problem for one estimator: state init, the step, and the variance probe."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, estimator: str):
+        self.cfg = cfg
+        self.estimator = estimator
+        self.t = cfg.toy
+        self.target = jnp.full((self.t.num_latents,), self.t.target, jnp.float32)
+        self.opt_theta = make_optimizer(cfg.optim)
+        self.opt_cv = make_optimizer(cfg.cv_optim, "cv_optim")
+
+    # ------------------------------------------------------------------------- the objective
+
+    def f(self, b: jax.Array) -> jax.Array:
+        return jnp.mean((b - self.target) ** 2)
+
+    def expected_loss(self, logits: jax.Array) -> jax.Array:
+        p = jax.nn.sigmoid(logits)
+        return jnp.mean(p * (1.0 - self.target) ** 2 + (1.0 - p) * self.target**2)
+
+    # ----------------------------------------------------------------------------- the state
+
+    def init(self, key: jax.Array) -> dict:
+        t = self.t
+        logits = jnp.full((t.num_latents,), t.init_logit, jnp.float32)
+        log_temperature = jnp.log(jnp.asarray(t.init_temperature, jnp.float32))
+        if self.estimator == "rebar":
+            cv = {"eta": jnp.asarray(t.init_eta, jnp.float32), "log_temperature": log_temperature}
+        elif self.estimator == "relax":
+            k1, k2 = jax.random.split(key)
+            net = {
+                "w1": _glorot(k1, t.num_latents, t.hidden),
+                "b1": jnp.zeros((t.hidden,), jnp.float32),
+                "w2": _glorot(k2, t.hidden, 1),
+                "b2": jnp.zeros((1,), jnp.float32),
+            }
+            cv = {"net": net, "log_temperature": log_temperature}
+        else:
+            cv = {}
+        return {
+            "logits": logits,
+            "cv": cv,
+            "opt_theta": self.opt_theta.init(logits),
+            "opt_cv": self.opt_cv.init(cv),
+        }
+
+    # ------------------------------------------------------------------------------ the step
+
+    def estimate(self, logits: jax.Array, cv: dict, key: jax.Array):
+        """``(g, d||g||^2/d cv)`` from ``toy.batch_size`` samples (REINFORCE: no cv gradient)."""
+        n = self.t.batch_size
+        shared = self.t.shared_noise
+        if self.estimator == "reinforce":
+            return est.reinforce(self.f, logits, key=key, num_samples=n), {}
+        if self.estimator == "rebar":
+            g, (d_eta, d_log_temperature) = est.rebar_with_cv_grad(
+                self.f, logits, cv["eta"], cv["log_temperature"], key=key, num_samples=n, shared_noise=shared
+            )
+            return g, {"eta": d_eta, "log_temperature": d_log_temperature}
+        return est.relax_with_cv_grad(
+            self.f, relax_control_variate, cv, logits, key=key, num_samples=n, shared_noise=shared
+        )
+
+    def train_step(self, state: dict, batch: Any, key: jax.Array) -> tuple[dict, dict]:
+        g, d_cv = self.estimate(state["logits"], state["cv"], key)
+        updates, opt_theta = self.opt_theta.update(g, state["opt_theta"], state["logits"])
+        logits = optax.apply_updates(state["logits"], updates)
+        cv_updates, opt_cv = self.opt_cv.update(d_cv, state["opt_cv"], state["cv"])
+        cv = optax.apply_updates(state["cv"], cv_updates)
+        metrics = {
+            "loss": self.expected_loss(logits),
+            "theta": jnp.mean(jax.nn.sigmoid(logits)),
+            "grad_sq": jnp.mean(g**2),
+        }
+        if self.estimator != "reinforce":
+            metrics["temperature"] = jnp.exp(cv["log_temperature"])
+        return {"logits": logits, "cv": cv, "opt_theta": opt_theta, "opt_cv": opt_cv}, metrics
+
+    def gradient_variance(self, state: dict, key: jax.Array) -> jax.Array:
+        """Var[g] at the current parameters (mean over latents) from ``eval.variance_samples``."""
+        keys = jax.random.split(key, self.cfg.eval.variance_samples)
+        g = jax.vmap(lambda k: self.estimate(state["logits"], state["cv"], k)[0])(keys)
+        return jnp.mean(jnp.var(g, axis=0))
+
+
+# ------------------------------------------------------------------------------- whole runs
+
+
+def run_toy(
+    cfg: ml_collections.ConfigDict,
+    estimator: str,
+    num_steps: int,
+    variance_every: int = 0,
+):
+    """A whole training run as one ``lax.scan``, with the keys ``jaxebm train`` would use.
+
+    Returns a jitted ``run(seed) -> (final_state, trace)``: ``trace["loss"]`` and
+    ``trace["theta"]`` after every step and, if ``variance_every > 0``, ``trace["log10_var"]``
+    after steps ``variance_every, 2 variance_every, ...`` (``num_steps`` rounded down to a
+    multiple of it). The seed is an argument, so one compile serves every seed.
+    """
+    from jaxebm.train.loop import root_key
+
+    toy = Toy(cfg, estimator)
+
+    @jax.jit
+    def run(seed):
+        root = root_key(seed)
+        variance_root = jax.random.fold_in(root, 2**31 - 3)
+
+        def step(state, i):
+            state, metrics = toy.train_step(state, None, jax.random.fold_in(root, i))
+            return state, (metrics["loss"], metrics["theta"])
+
+        def block(state, start):
+            state, (loss, theta) = jax.lax.scan(step, state, start + jnp.arange(variance_every))
+            var = toy.gradient_variance(state, jax.random.fold_in(variance_root, start))
+            return state, (loss, theta, jnp.log10(var))
+
+        state = toy.init(jax.random.fold_in(root, 2**31 - 2))  # the harness's init key
+        if variance_every > 0:
+            starts = jnp.arange(num_steps // variance_every) * variance_every
+            state, (loss, theta, log_var) = jax.lax.scan(block, state, starts)
+            return state, {"loss": loss.reshape(-1), "theta": theta.reshape(-1), "log10_var": log_var}
+        state, (loss, theta) = jax.lax.scan(step, state, jnp.arange(num_steps))
+        return state, {"loss": loss, "theta": theta}
+
+    return run
+
+
+def plot_toy(traces: dict[str, list[dict]], variance_every: int, path: Path, target: float) -> Path:
+    """The paper's Figure 1: loss and log10 Var[g] over steps, one curve per estimator and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"reinforce": "tab:blue", "rebar": "tab:orange", "relax": "tab:green"}
+    fig, (ax_loss, ax_var) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, runs in traces.items():
+        for i, trace in enumerate(runs):
+            label = name.upper() if i == 0 else None
+            loss = np.asarray(trace["loss"])
+            ax_loss.plot(np.arange(1, len(loss) + 1), loss, color=colors.get(name), alpha=0.7, lw=1, label=label)
+            if "log10_var" in trace:
+                log_var = np.asarray(trace["log10_var"])
+                steps = variance_every * np.arange(1, len(log_var) + 1)
+                ax_var.plot(steps, log_var, color=colors.get(name), alpha=0.7, lw=1, label=label)
+    ax_loss.set(xlabel="step", ylabel="loss", title=f"E[(b - {target})^2]")
+    ax_var.set(xlabel="step", ylabel="log10 Var[g]", title="gradient variance")
+    ax_loss.legend()
+    ax_var.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------- build
+
+
+def build(cfg: ml_collections.ConfigDict) -> Method:
+    _validate(cfg)
+    toy = Toy(cfg, cfg.estimator)
+    @jax.jit
+    def eval_values(state, key):
+        return (
+            toy.expected_loss(state["logits"]),
+            jnp.mean(jax.nn.sigmoid(state["logits"])),
+            toy.gradient_variance(state, key),
+        )
+
+    def evaluate(state, key):
+        loss, theta, var = (float(x) for x in eval_values(state, key))
+        return {
+            "loss": loss,
+            "theta": theta,
+            "grad_var": var,
+            "log10_grad_var": float(np.log10(var)) if var > 0 else float("-inf"),
+        }
+
+    def sample(state, key, num):
+        u = uniform_open(key, (num, cfg.toy.num_latents))
+        return np.asarray(bernoulli_hard(bernoulli_reparameterize(state["logits"][None], u)))
+
+    def write_figures(state, key, directory: Path) -> list[Path]:
+        f = cfg.figure
+        traces = {}
+        for name in f.estimators:
+            run = run_toy(cfg, name, f.num_steps, f.variance_every)
+            traces[name] = [jax.tree.map(np.asarray, run(cfg.seed + s)[1]) for s in range(f.num_seeds)]
+        path = plot_toy(traces, f.variance_every, Path(directory) / "toy_loss_variance.png", cfg.toy.target)
+        return [path]
+
+    return Method(
+        init=toy.init,
+        train_step=toy.train_step,
+        evaluate=evaluate,
+        sample=sample,
+        data=None,
+        write_figures=write_figures,
+    )
