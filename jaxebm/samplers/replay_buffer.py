@@ -104,16 +104,13 @@ def sample_from_buffer(
       still owns its index, so its result replaces that entry.
     """
     k_idx, k_mask, k_noise = jax.random.split(key, 3)
-    offsets = jax.random.randint(k_idx, (batch,), 0, buffer.slice_size, dtype=jnp.int32)
     if y is None:
-        if buffer.num_classes != 1:
-            # Unconditional draws from a class-sliced buffer: any entry.
-            idx = jax.random.randint(k_idx, (batch,), 0, buffer.size, dtype=jnp.int32)
-        else:
-            idx = offsets
+        # Unconditional: any entry, whatever the slicing.
+        idx = jax.random.randint(k_idx, (batch,), 0, buffer.size, dtype=jnp.int32)
     else:
         if y.shape != (batch,):
             raise ValueError(f"y must have shape ({batch},), got {y.shape}")
+        offsets = jax.random.randint(k_idx, (batch,), 0, buffer.slice_size, dtype=jnp.int32)
         idx = y.astype(jnp.int32) * jnp.int32(buffer.slice_size) + offsets
     stored = buffer.samples[idx]
     fresh = noise_init(k_noise, stored.shape, buffer.init, stored.dtype)
