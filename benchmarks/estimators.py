@@ -13,6 +13,15 @@ of ``--repeats`` blocks of ``--calls`` calls, each block ended by ``block_until_
 
 Prints one JSON line per estimator: ``estimator``, ``compile_s``, ``ms_per_call`` (median),
 ``calls_per_s`` and ``examples_per_s`` (calls x batch).
+
+``--toy`` instead runs the paper's toy (configs/relax.py:toy: t = 0.499, 5000 steps, Adam 0.01)
+for REINFORCE, REBAR and RELAX on ``--seeds`` seeds, each whole run one jitted ``lax.scan``:
+the wall time per step (compile apart, median over seeds; the PyTorch reference takes
+0.75 / 2.0 / 2.6 ms), the final theta per seed, and log10 Var[g] (1000 draws every
+``--variance_every`` steps, in separate runs so it does not enter the timing). ``--figure PATH``
+writes the paper's first figure (loss and log10 variance over steps, every seed) as a PNG.
+
+    python benchmarks/estimators.py --toy --seeds 5 --figure runs/relax_toy.png
 """
 
 from __future__ import annotations
@@ -95,11 +104,83 @@ def build(key):
     return fns
 
 
+REFERENCE_MS_PER_STEP = {"reinforce": 0.75, "rebar": 2.0, "relax": 2.6}  # PyTorch toy, shared/CPU-NOTES.md
+
+
+def toy(args):
+    from pathlib import Path
+
+    from jaxebm.methods import relax as relax_method
+    from jaxebm.train import config as config_lib
+
+    config_path = Path(__file__).resolve().parents[1] / "configs" / "relax.py"
+    cfg = config_lib.load_config(f"{config_path}:toy", args.override)
+    steps = cfg.train.num_steps
+    traces = {}
+    for name in relax_method.ESTIMATORS:
+        run = relax_method.run_toy(cfg, name, steps)
+        start = time.perf_counter()
+        compiled = run.lower(0).compile()
+        compile_s = time.perf_counter() - start
+        seconds, thetas = [], []
+        for seed in range(args.seeds):
+            start = time.perf_counter()
+            _, trace = compiled(seed)
+            jax.block_until_ready(trace)
+            seconds.append(time.perf_counter() - start)
+            thetas.append(float(trace["theta"][-1]))
+        with_variance = relax_method.run_toy(cfg, name, steps, args.variance_every)
+        traces[name] = [jax.tree.map(np.asarray, with_variance(seed)[1]) for seed in range(args.seeds)]
+        log_var = np.stack([t["log10_var"] for t in traces[name]])  # (seeds, checkpoints)
+        late = log_var[:, log_var.shape[1] // 5 :]  # after the first 20% of training
+        ms = 1e3 * float(np.median(seconds)) / steps
+        print(
+            json.dumps(
+                {
+                    "benchmark": "relax_toy",
+                    "estimator": name,
+                    "steps": steps,
+                    "seeds": args.seeds,
+                    "compile_s": round(compile_s, 3),
+                    "ms_per_step": round(ms, 5),
+                    "steps_per_s": round(1e3 / ms, 1),
+                    "speedup_vs_reference": round(REFERENCE_MS_PER_STEP[name] / ms, 1),
+                    "final_theta": [round(t, 4) for t in thetas],
+                    "median_log10_var_after_20pct": [round(float(np.median(v)), 2) for v in late],
+                    "device": jax.devices()[0].device_kind,
+                }
+            ),
+            flush=True,
+        )
+    relax_var = np.stack([t["log10_var"] for t in traces["relax"]])
+    reinforce_var = np.stack([t["log10_var"] for t in traces["reinforce"]])
+    final = {n: np.array([t["theta"][-1] for t in traces[n]]) for n in traces}
+    summary = {
+        "benchmark": "relax_toy_summary",
+        "relax_theta_below_0.1": int(np.sum(final["relax"] < 0.1)),
+        "relax_below_both_every_seed": bool(np.all((final["relax"] < final["rebar"]) & (final["relax"] < final["reinforce"]))),
+        "fraction_checkpoints_relax_3_below_reinforce": [
+            round(float(x), 3) for x in np.mean(relax_var <= reinforce_var - 3.0, axis=1)
+        ],
+    }
+    print(json.dumps(summary), flush=True)
+    if args.figure:
+        path = relax_method.plot_toy(traces, args.variance_every, Path(args.figure), cfg.toy.target)
+        print(json.dumps({"figure": str(path)}), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--toy", action="store_true", help="the paper's toy instead of the VAE-size estimators")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--variance_every", type=int, default=10)
+    parser.add_argument("--figure", default="")
+    parser.add_argument("--override", action="append", default=[], help="toy config override, a.b=v")
     args = parser.parse_args()
+    if args.toy:
+        return toy(args)
 
     fns = build(jax.random.key(0))
     for name, (fn, _) in fns.items():
