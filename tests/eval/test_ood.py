@@ -87,12 +87,18 @@ def test_jem_scores_on_a_linear_classifier():
     softmax = np.exp(logits - lse[:, None])
     grad_norm = np.linalg.norm(softmax @ w, axis=1)
 
-    xj = jnp.asarray(x, jnp.float32)
-    scores = jax.jit(lambda z: jem_ood_scores(apply, z))(xj)
-    np.testing.assert_allclose(np.asarray(scores["log_px"]), lse, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(scores["max_py"]), softmax.max(axis=1), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(scores["neg_grad_norm"]), -grad_norm, rtol=1e-5)
-    # The single-score functions agree with the combined one.
-    np.testing.assert_allclose(np.asarray(score_log_px(apply(xj))), lse, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(score_max_py(apply(xj))), softmax.max(axis=1), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(score_neg_grad_norm(apply, xj)), -grad_norm, rtol=1e-5)
+    @jax.jit
+    def all_scores(z):
+        singles = {
+            "log_px": score_log_px(apply(z)),
+            "max_py": score_max_py(apply(z)),
+            "neg_grad_norm": score_neg_grad_norm(apply, z),
+        }
+        return jem_ood_scores(apply, z), singles
+
+    combined, singles = all_scores(jnp.asarray(x, jnp.float32))
+    # The combined function and the single-score functions both match the closed forms.
+    for scores in (combined, singles):
+        np.testing.assert_allclose(np.asarray(scores["log_px"]), lse, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(scores["max_py"]), softmax.max(axis=1), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(scores["neg_grad_norm"]), -grad_norm, rtol=1e-5)

@@ -68,7 +68,7 @@ def test_class_conditional_slices(num_classes, size):
     buf = init_buffer(jax.random.key(5), size, (2, 2), num_classes=num_classes)
     slice_size = size // num_classes
     np.testing.assert_array_equal(np.asarray(buf.labels), np.arange(size) // slice_size)
-    y = jax.random.randint(jax.random.key(6), (4000,), 0, num_classes)
+    y = jnp.asarray(np.random.default_rng(6).integers(0, num_classes, 4000), jnp.int32)
     x0, idx = sample(buf, jax.random.key(7), batch=4000, reinit_prob=0.0, y=y)
     idx = np.asarray(idx)
     np.testing.assert_array_equal(idx // slice_size, np.asarray(y))
