@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxebm.estimators import relax as est
+from jaxebm.estimators import black_box as est
 from jaxebm.estimators import relaxations as rx
 
 LATENTS = 200

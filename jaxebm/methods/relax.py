@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxebm.estimators import relax as est
+from jaxebm.estimators import black_box as est
 from jaxebm.estimators.relaxations import bernoulli_soft, bernoulli_hard, bernoulli_reparameterize, uniform_open
 from jaxebm.train.method import Method
 from jaxebm.train.optim import make_optimizer

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.scipy.stats import norm
 
-from jaxebm.estimators import relax as est
+from jaxebm.estimators import black_box as est
 from jaxebm.estimators import relaxations as rx
 
 N_SAMPLES = 200_000
