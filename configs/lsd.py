@@ -1,0 +1,117 @@
+"""LSD configs (arXiv 2002.05616). Variants:
+
+* each toy density (``8gaussians``, ``checkerboard``, ...): the paper's toy setting, an energy
+  trained by minimizing LSD; one optimizer step of either network per step, 5 critic steps per
+  model step, 10,000 steps; ``smoke`` is the same on small networks for a few steps.
+* ``rbm_test``: the goodness-of-fit test on the perturbed Gaussian-Bernoulli RBM, LSD against the
+  quadratic- and linear-time KSD tests, every (sigma, repetition) critic trained at once;
+  ``rbm_smoke`` is a tiny version.
+* ``ica``: linear ICA with logistic sources trained by ``objective`` = lsd, sm (exact score
+  matching), ssm (sliced score matching) or mle, evaluated by exact test log-likelihood;
+  ``ica_smoke`` is a tiny version.
+
+    jaxebm train --config configs/lsd.py:8gaussians --workdir runs/lsd_8gaussians
+    jaxebm train --config configs/lsd.py:rbm_test --workdir runs/lsd_rbm --config.rbm.n_reps=20
+    jaxebm train --config configs/lsd.py:ica --workdir runs/lsd_ica10 --config.model.dim=10 \\
+        --config.objective=lsd
+"""
+
+import ml_collections
+
+from jaxebm.train.config import base_config
+from jaxebm.train.optim import optim_config
+
+TOY = ("swissroll", "circles", "rings", "moons", "8gaussians", "pinwheel", "2spirals", "checkerboard")
+VARIANTS = TOY + ("smoke", "rbm_test", "rbm_smoke", "ica", "ica_smoke")
+
+
+def _toy(cfg, name):
+    cfg.experiment = "toy"
+    cfg.data.name = name
+    cfg.data.batch_size = 100
+    cfg.data.eval_size = 20000
+    # Energy g(x): SmallMLP 2-300-300-1 (learnable-slope Swish) + a learned Gaussian base.
+    cfg.model = ml_collections.ConfigDict(dict(
+        hidden=300, n_hidden=2, init="torch", base_dist=True, init_size=1000))
+    cfg.critic = ml_collections.ConfigDict(dict(hidden=300, n_hidden=2, init="torch"))
+    cfg.lsd = ml_collections.ConfigDict(dict(
+        c_iters=5, l2=10.0, trace="gaussian", critic_objective="stein"))
+    # Adam, lr 1e-3, betas (0, 0.999) for both networks, as the reference toy script.
+    cfg.optim.update(dict(learning_rate=1e-3, b1=0.0, b2=0.999))
+    cfg.critic_optim = optim_config(learning_rate=1e-3, b1=0.0, b2=0.999)
+    cfg.eval = ml_collections.ConfigDict(dict(
+        grid_bound=6.0, grid_size=600, chunk=65536, stein_examples=2000,
+        plot_bound=4.0, plot_grid_size=200, num_plot_samples=20000))
+    cfg.train.update(dict(num_steps=10000, log_every=100, ckpt_every=1000, eval_every=1000))
+
+
+def _rbm(cfg):
+    cfg.experiment = "rbm_test"
+    cfg.data.batch_size = 800  # the critic's batch: all n_train points, as the reference run
+    cfg.rbm = ml_collections.ConfigDict(dict(
+        dim_x=50, dim_h=40, sigmas=(0.0, 0.01, 0.02, 0.04, 0.06), n_reps=100, burn_in=2000,
+        n_train=800, n_val=100, n_test=100))
+    cfg.critic = ml_collections.ConfigDict(dict(
+        hidden=300, n_hidden=2, init="torch", dropout=0.5))
+    cfg.lsd = ml_collections.ConfigDict(dict(
+        l2=0.5, trace="gaussian", critic_objective="power", num_const=1e-6, val_every=100,
+        alpha=0.05, chunk=25))
+    # torch Adam defaults (betas 0.9, 0.999) with L2 weight decay 5e-4 added to the gradient.
+    cfg.optim.update(dict(learning_rate=1e-3, b1=0.9, b2=0.999, weight_decay=5e-4))
+    cfg.ksd = ml_collections.ConfigDict(dict(n_boot=1000, statistic="v", chunk=10))
+    cfg.eval = ml_collections.ConfigDict(dict(chunk=10))
+    cfg.train.update(dict(num_steps=1000, log_every=100, ckpt_every=500, eval_every=0))
+
+
+def _ica(cfg):
+    cfg.experiment = "ica"
+    cfg.objective = "lsd"
+    cfg.data.batch_size = 1000
+    cfg.model = ml_collections.ConfigDict(dict(dim=10))
+    cfg.critic = ml_collections.ConfigDict(dict(hidden=300, n_hidden=2, init="torch"))
+    cfg.lsd = ml_collections.ConfigDict(dict(
+        c_iters=5, l2=0.1, trace="gaussian", critic_objective="stein"))
+    # Adam betas (0.5, 0.9) for both networks, as the reference ICA script.
+    cfg.optim.update(dict(learning_rate=1e-3, b1=0.5, b2=0.9))
+    cfg.critic_optim = optim_config(learning_rate=1e-3, b1=0.5, b2=0.9)
+    cfg.eval = ml_collections.ConfigDict(dict(test_size=10000))
+    cfg.train.update(dict(num_steps=20000, log_every=500, ckpt_every=5000, eval_every=5000))
+
+
+def get_config(arg=None):
+    variant = arg or "8gaussians"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown lsd variant {variant!r}; expected one of {VARIANTS}")
+    cfg = base_config("lsd")
+    if variant in TOY:
+        _toy(cfg, variant)
+    elif variant == "smoke":
+        _toy(cfg, "8gaussians")
+        cfg.data.batch_size = 64
+        cfg.data.eval_size = 512
+        cfg.model.update(dict(hidden=16, init_size=256))
+        cfg.critic.hidden = 16
+        cfg.eval.update(dict(grid_size=64, stein_examples=64, plot_grid_size=32,
+                             num_plot_samples=256))
+        cfg.train.update(dict(num_steps=12, log_every=6, ckpt_every=6, eval_every=0,
+                              progress=False))
+    elif variant in ("rbm_test", "rbm_smoke"):
+        _rbm(cfg)
+        if variant == "rbm_smoke":
+            cfg.rbm.update(dict(dim_x=6, dim_h=4, sigmas=(0.0, 0.5), n_reps=3, burn_in=20,
+                                n_train=40, n_val=20, n_test=20))
+            cfg.data.batch_size = 40
+            cfg.critic.hidden = 16
+            cfg.lsd.update(dict(val_every=2, chunk=4))
+            cfg.ksd.update(dict(n_boot=50, chunk=2))
+            cfg.train.update(dict(num_steps=5, log_every=5, ckpt_every=5, progress=False))
+    else:
+        _ica(cfg)
+        if variant == "ica_smoke":
+            cfg.model.dim = 3
+            cfg.data.batch_size = 64
+            cfg.critic.hidden = 16
+            cfg.eval.test_size = 256
+            cfg.train.update(dict(num_steps=12, log_every=6, ckpt_every=6, eval_every=6,
+                                  progress=False))
+    return cfg

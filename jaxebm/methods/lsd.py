@@ -1,0 +1,341 @@
+r"""LSD (Grathwohl et al., 2020): training energy models by minimizing a learned Stein discrepancy.
+
+For data :math:`p` and a model :math:`q_\theta \propto \exp(g_\theta)` the Stein statistic of a
+critic :math:`f_\phi: \mathbb{R}^D \to \mathbb{R}^D` is
+:math:`t(x) = \nabla_x g_\theta(x)^\top f_\phi(x) + \operatorname{tr}\,\partial f_\phi/\partial x`,
+and the learned Stein discrepancy is the game
+
+.. math::  \min_\theta \max_\phi\; \mathbb{E}_p[t(x)] - \lambda\,\mathbb{E}_p\|f_\phi(x)\|^2 ,
+
+whose inner maximum is :math:`\mathbb{E}_p\|s_q - s_p\|^2 / (4\lambda)`, a Fisher divergence: no
+sampling from :math:`q` and no normalizer are needed. The algorithm of the paper's toy experiment,
+one optimizer step per training step (so a step here is what the issue counts as a step):
+
+1. ``x`` = a fresh batch of data; the model's score :math:`s_q(x) = \nabla_x g_\theta(x)` by
+   autodiff; the trace by Hutchinson's estimator with one Gaussian probe per sample.
+2. If ``step % (c_iters + 1) != 0``: one Adam step of the critic on
+   ``-mean(t) + l2 * mean|f|^2`` (``c_iters`` = 5 critic steps ...).
+3. Else: one Adam step of the energy on ``mean(t)`` with the critic fixed (... then one model step:
+   steps 0, 6, 12, ... update the model, as the reference's ``itr % (c_iters + 1) == 0``).
+
+The branch is a ``lax.cond`` on a step counter held in the state, so each harness step is exactly
+one optimizer step of one of the two networks. The energy is a 2-300-300-1 Swish MLP plus, with
+``model.base_dist``, a learned diagonal Gaussian log density initialized at the mean and standard
+deviation of 1000 data points.
+
+Evaluation: the test NLL with the normalizer from the midpoint rule on a grid
+(:func:`jaxebm.eval.grid.grid_nll`), reported for ``eval.grid_bound``; the LSD estimate on test
+data with the exact trace. Sampling: exact draws from the grid-normalized density (a cell by its
+probability, then uniformly within the cell), i.e. from the model restricted to the grid box and
+discretized to its cells; no Markov chain, so no chain bias.
+
+Other experiments of the paper are built here too, chosen by ``config.experiment``:
+``rbm_test`` (the goodness-of-fit test, :mod:`jaxebm.methods.lsd_gof`) and ``ica``
+(:mod:`jaxebm.methods.lsd_ica`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from jaxebm import data as data_lib
+from jaxebm.estimators.divergence import sample_probe
+from jaxebm.eval import grid as grid_lib
+from jaxebm.eval import plots
+from jaxebm.nn.swish import INITS, SmallMLP
+from jaxebm.stein import SteinTerms, critic_loss, power_critic_loss, stein_statistic
+from jaxebm.train.method import Method
+from jaxebm.train.optim import make_optimizer
+
+Array = jax.Array
+EXPERIMENTS = ("toy", "rbm_test", "ica")
+TRACES = ("exact", "gaussian", "rademacher")
+CRITIC_OBJECTIVES = ("stein", "power")
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces shared by the LSD experiments
+# --------------------------------------------------------------------------------------------
+
+
+def batched_stein_terms(
+    critic: Callable[[Array], Array], x: Array, score: Array, eps: Array
+) -> SteinTerms:
+    """Stein terms of a *row-wise* batched critic ``F: (n, D) -> (n, D)``, Hutchinson trace.
+
+    One JVP of the batched critic along the probes ``eps`` gives every row's ``J_i eps_i``
+    because row ``i`` of ``F(X)`` depends on ``x_i`` only (an MLP, with dropout masks drawn per
+    row); this is :func:`jaxebm.stein.stein_statistic` with ``trace='gaussian'`` without the
+    per-sample ``vmap``, and it lets the critic draw a different dropout mask for every row.
+    """
+    fx, jeps = jax.jvp(critic, (x,), (eps,))
+    if fx.shape != x.shape:
+        raise ValueError(f"the critic must map x to its own shape; got {fx.shape} for {x.shape}")
+    stat = jnp.sum(score * fx, axis=1) + jnp.sum(eps * jeps, axis=1)
+    return SteinTerms(stat=stat, sq_norm=jnp.sum(fx * fx, axis=1))
+
+
+def critic_loss_fn(objective: str, l2: float, num_const: float = 1e-6):
+    """The critic's loss (minimized): ``-mean(t) + l2 |f|^2`` or ``-mean/std + l2 |f|^2``."""
+    if objective == "stein":
+        return lambda terms: critic_loss(terms, l2)
+    if objective == "power":
+        return lambda terms: power_critic_loss(terms, l2, num_const=num_const)
+    raise ValueError(f"lsd.critic_objective={objective!r}: expected one of {CRITIC_OBJECTIVES}")
+
+
+def check_choice(value, choices, field: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{field}={value!r}: expected one of {tuple(choices)}")
+
+
+def check_positive(value, field: str, *, integer: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(
+        value, (int, float)) and not isinstance(value, bool)
+    if not ok or not value > 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{field} must be {kind}, got {value!r}")
+
+
+def build(cfg: ml_collections.ConfigDict) -> Method:
+    experiment = cfg.get("experiment", "toy")
+    check_choice(experiment, EXPERIMENTS, "experiment")
+    if experiment == "rbm_test":
+        from jaxebm.methods import lsd_gof
+
+        return lsd_gof.build(cfg)
+    if experiment == "ica":
+        from jaxebm.methods import lsd_ica
+
+        return lsd_ica.build(cfg)
+    return build_toy(cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# The energy model: an MLP plus an optional learned Gaussian base density
+# --------------------------------------------------------------------------------------------
+
+
+class EBM(nnx.Module):
+    """``log q~(x) = g(x) + [log N(x; mu, diag(exp(log_std))^2)]`` (the bracket with a base)."""
+
+    def __init__(self, dim: int, model: ml_collections.ConfigDict, mu: np.ndarray,
+                 std: np.ndarray, *, rngs: nnx.Rngs):
+        self.net = SmallMLP(dim, 1, hidden=model.hidden, n_hidden=model.n_hidden,
+                            init=model.init, rngs=rngs)
+        self.use_base = bool(model.base_dist)
+        self.base_mu = nnx.Param(jnp.asarray(mu, jnp.float32))
+        self.base_log_std = nnx.Param(jnp.log(jnp.asarray(std, jnp.float32)))
+
+    def _base(self, x: Array) -> tuple[Array, Array]:
+        """``(log N(x), grad_x log N(x))`` of the base density."""
+        mu, log_std = self.base_mu[...], self.base_log_std[...]
+        inv_var = jnp.exp(-2.0 * log_std)[None, :]
+        d = x - mu[None, :]
+        log_norm = jnp.sum(log_std) + 0.5 * x.shape[1] * math.log(2.0 * math.pi)
+        return -0.5 * jnp.sum(d * d * inv_var, axis=1) - log_norm, -d * inv_var
+
+    def __call__(self, x: Array) -> Array:
+        out = self.net(x)
+        return out + self._base(x)[0] if self.use_base else out
+
+    def jvp(self, x: Array, v: Array) -> tuple[Array, Array]:
+        """``(log q~(x), grad_x log q~(x) . v)`` per row: the Stein term ``s_q^T v`` forwards."""
+        out, dout = self.net.jvp(x, v)
+        if not self.use_base:
+            return out, dout
+        base, grad = self._base(x)
+        return out + base, dout + jnp.sum(grad * v, axis=1)
+
+
+class Flat:
+    """A module's parameters as one flat vector, and back (``ravel_pytree``).
+
+    The training state holds each network as one vector (and Adam's moments as two more): the
+    harness's guard (``where`` + finiteness check per state leaf) and Adam then run as a few
+    fused loops instead of one small kernel per leaf, which at these sizes on the CPU was a
+    large part of a step.
+    """
+
+    def __init__(self, module: nnx.Module):
+        self.graphdef, params = nnx.split(module)
+        self.flat, self._unravel = ravel_pytree(params)
+
+    def module(self, flat: Array):
+        return nnx.merge(self.graphdef, self._unravel(flat))
+
+    @staticmethod
+    def of(module: nnx.Module) -> Array:
+        return ravel_pytree(nnx.split(module)[1])[0]
+
+
+def _validate_toy(cfg: ml_collections.ConfigDict, ds) -> None:
+    if tuple(ds.example_shape) != (2,):
+        raise ValueError(f"the LSD toy experiment needs 2-D data; data.name={cfg.data.name!r} "
+                         f"has examples of shape {ds.example_shape}")
+    check_choice(cfg.model.init, INITS, "model.init")
+    check_choice(cfg.critic.init, INITS, "critic.init")
+    check_choice(cfg.lsd.trace, TRACES[1:], "lsd.trace")
+    check_choice(cfg.lsd.critic_objective, CRITIC_OBJECTIVES, "lsd.critic_objective")
+    if not (isinstance(cfg.lsd.c_iters, int) and cfg.lsd.c_iters >= 0):
+        raise ValueError(f"lsd.c_iters must be an integer >= 0, got {cfg.lsd.c_iters!r}")
+    if cfg.lsd.l2 < 0:
+        raise ValueError(f"lsd.l2 must be >= 0, got {cfg.lsd.l2}")
+    for field in ("hidden", "n_hidden"):
+        check_positive(cfg.model[field], f"model.{field}", integer=True)
+        check_positive(cfg.critic[field], f"critic.{field}", integer=True)
+    check_positive(cfg.model.init_size, "model.init_size", integer=True)
+    for field in ("grid_bound", "plot_bound"):
+        check_positive(cfg.eval[field], f"eval.{field}")
+    for field in ("grid_size", "plot_grid_size", "num_plot_samples", "stein_examples", "chunk"):
+        check_positive(cfg.eval[field], f"eval.{field}", integer=True)
+
+
+def build_toy(cfg: ml_collections.ConfigDict) -> Method:
+    ds = data_lib.load(cfg.data, seed=cfg.seed)
+    _validate_toy(cfg, ds)
+    dim = 2
+    lsd = cfg.lsd
+    # The base density starts at the moments of init_size data points (unbiased std, as torch).
+    init_x = ds.split("train")["x"][: cfg.model.init_size]
+    mu, std = init_x.mean(0), init_x.std(0, ddof=1)
+
+    def make_ebm(rngs):
+        return EBM(dim, cfg.model, mu, std, rngs=rngs)
+
+    def make_critic(rngs):
+        return SmallMLP(dim, dim, hidden=cfg.critic.hidden, n_hidden=cfg.critic.n_hidden,
+                        init=cfg.critic.init, rngs=rngs)
+
+    ebm_flat, critic_flat = Flat(make_ebm(nnx.Rngs(0))), Flat(make_critic(nnx.Rngs(0)))
+    model_opt = make_optimizer(cfg.optim)
+    critic_opt = make_optimizer(cfg.critic_optim, "critic_optim")
+    c_loss = critic_loss_fn(lsd.critic_objective, lsd.l2)
+    cycle = lsd.c_iters + 1
+
+    def log_q(ebm_params, x):
+        return ebm_flat.module(ebm_params)(x)
+
+    def model_score(ebm_params, x):
+        return jax.grad(lambda z: jnp.sum(log_q(ebm_params, z)))(x)
+
+    def init(key):
+        k_ebm, k_critic = jax.random.split(key)
+        ebm_params = Flat.of(make_ebm(nnx.Rngs(k_ebm)))
+        critic_params = Flat.of(make_critic(nnx.Rngs(k_critic)))
+        return {"ebm": ebm_params, "critic": critic_params,
+                "ebm_opt": model_opt.init(ebm_params), "critic_opt": critic_opt.init(critic_params),
+                "step": jnp.zeros((), jnp.int32)}
+
+    def critic_update(state, x, eps):
+        # The model's score enters as data: reverse mode, one backward pass of the energy.
+        sq = jax.lax.stop_gradient(model_score(state["ebm"], x))
+
+        def loss_fn(cp):
+            fx, jeps = critic_flat.module(cp).jvp(x, eps)
+            terms = SteinTerms(stat=jnp.sum(sq * fx, 1) + jnp.sum(eps * jeps, 1),
+                               sq_norm=jnp.sum(fx * fx, 1))
+            return c_loss(terms), terms
+
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["critic"])
+        updates, opt = critic_opt.update(grads, state["critic_opt"], state["critic"])
+        new = dict(state, critic=optax.apply_updates(state["critic"], updates), critic_opt=opt)
+        return new, {"lsd": jnp.mean(terms.stat), "critic_loss": loss,
+                     "sq_norm": jnp.mean(terms.sq_norm)}
+
+    def model_update(state, x, eps):
+        fx, jeps = critic_flat.module(state["critic"]).jvp(x, eps)
+        trace = jnp.sum(eps * jeps, 1)  # constant in the energy's parameters
+        sq_norm = jnp.sum(fx * fx, 1)
+
+        def loss_fn(ep):
+            # s_q(x)^T f(x) is the derivative of log q~ along f: one forward-mode product.
+            _, sq_f = ebm_flat.module(ep).jvp(x, fx)
+            stat = sq_f + trace
+            return jnp.mean(stat), stat
+
+        (loss, stat), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["ebm"])
+        updates, opt = model_opt.update(grads, state["ebm_opt"], state["ebm"])
+        new = dict(state, ebm=optax.apply_updates(state["ebm"], updates), ebm_opt=opt)
+        return new, {"lsd": loss, "critic_loss": c_loss(SteinTerms(stat, sq_norm)),
+                     "sq_norm": jnp.mean(sq_norm)}
+
+    def train_step(state, batch, key):
+        x = batch["x"]
+        eps = sample_probe(key, x.shape, lsd.trace, dtype=x.dtype)
+        is_model_step = (state["step"] % cycle) == 0
+        new, metrics = jax.lax.cond(is_model_step, model_update, critic_update, state, x, eps)
+        new["step"] = state["step"] + 1
+        metrics = dict(metrics, loss=metrics["lsd"],
+                       model_step=is_model_step.astype(jnp.float32))
+        return new, metrics
+
+    # ---------------------------------------------------------------- evaluation and sampling
+
+    def batched_log_q(ebm_params):
+        return lambda x: log_q(ebm_params, x)
+
+    @jax.jit
+    def _grid_nll(ebm_params, x_test):
+        return grid_lib.grid_nll(batched_log_q(ebm_params), x_test,
+                                 (-cfg.eval.grid_bound, cfg.eval.grid_bound), cfg.eval.grid_size,
+                                 chunk=cfg.eval.chunk)
+
+    @jax.jit
+    def _test_stats(ebm_params, critic_params, x):
+        critic = critic_flat.module(critic_params)
+        per_sample = lambda xi: critic(xi[None])[0]  # noqa: E731
+        return stein_statistic(per_sample, x, model_score(ebm_params, x), trace="exact")
+
+    def evaluate(state, key):
+        del key  # deterministic: grid quadrature and the exact trace
+        test = jnp.asarray(ds.split("test")["x"])
+        out = {"nll": float(_grid_nll(state["ebm"], test))}
+        terms = _test_stats(state["ebm"], state["critic"], test[: cfg.eval.stein_examples])
+        out["lsd_test"] = float(jnp.mean(terms.stat))
+        out["critic_sq_norm"] = float(jnp.mean(terms.sq_norm))
+        if cfg.data.name in data_lib.TOY_LOG_DENSITIES:  # the true density's NLL, the floor
+            out["true_nll"] = float(-np.mean(data_lib.TOY_LOG_DENSITIES[cfg.data.name](
+                np.asarray(test))))
+        out["optimizer_steps"] = float(state["step"])
+        return out
+
+    @jax.jit
+    def _plot_grid(ebm_params):
+        b = cfg.eval.plot_bound
+        return grid_lib.grid_log_density(batched_log_q(ebm_params), (-b, b),
+                                         cfg.eval.plot_grid_size, chunk=cfg.eval.chunk)
+
+    def sample(state, key, num):
+        """Exact draws from the grid-normalized density on the plotting box (see module doc)."""
+        _, _, log_p, _ = _plot_grid(state["ebm"])
+        n, b = cfg.eval.plot_grid_size, cfg.eval.plot_bound
+        k_cell, k_jitter = jax.random.split(key)
+        cells = jax.random.categorical(k_cell, log_p.reshape(-1), shape=(num,))
+        iy, ix = jnp.divmod(cells, n)
+        side = 2.0 * b / n
+        corner = jnp.stack([ix, iy], axis=1).astype(jnp.float32) * side - b
+        u = jax.random.uniform(k_jitter, (num, 2), jnp.float32)
+        return np.asarray(corner + u * side)
+
+    def write_figures(state, key, directory: Path):
+        directory = Path(directory)
+        _, _, log_p, _ = _plot_grid(state["ebm"])
+        samples = sample(state, key, cfg.eval.num_plot_samples)
+        data = ds.split("test")["x"][: cfg.eval.num_plot_samples]
+        return [plots.save_density_and_samples(
+            np.asarray(log_p), samples, data, directory / "density.png", cfg.eval.plot_bound,
+            title=f"LSD on {cfg.data.name} (samples: exact draws from the gridded density)")]
+
+    return Method(init=init, train_step=train_step, evaluate=evaluate, sample=sample,
+                  data=ds, write_figures=write_figures)
