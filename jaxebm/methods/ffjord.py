@@ -72,7 +72,7 @@ def _validate(cfg: ml_collections.ConfigDict, ds) -> None:
 
 def _solver(cfg: ml_collections.ConfigDict, rtol: float, atol: float) -> cnf.SolverConfig:
     s = cfg.solver
-    return cnf.SolverConfig(s.name, rtol, atol, s.adjoint, s.max_steps, s.checkpoints)
+    return cnf.SolverConfig(s.name, rtol, atol, s.adjoint, s.max_steps, s.get("checkpoints", 0))
 
 
 def build(cfg: ml_collections.ConfigDict) -> Method:
