@@ -35,12 +35,16 @@ def _toy(cfg, name):
         hidden=300, n_hidden=2, init="torch", base_dist=True, init_size=1000))
     cfg.critic = ml_collections.ConfigDict(dict(hidden=300, n_hidden=2, init="torch"))
     cfg.lsd = ml_collections.ConfigDict(dict(
-        c_iters=5, l2=10.0, trace="gaussian", critic_objective="stein"))
+        c_iters=5, l2=10.0, trace="gaussian", critic_objective="stein",
+        # optimizer steps per harness step: 1 = one harness step is one optimizer step of either
+        # network; k > 1 runs k of them (each on its own fresh batch) in one jitted call, and
+        # train.num_steps, eval_every, ... then count calls of k optimizer steps.
+        steps_per_call=1))
     # Adam, lr 1e-3, betas (0, 0.999) for both networks, as the reference toy script.
     cfg.optim.update(dict(learning_rate=1e-3, b1=0.0, b2=0.999))
     cfg.critic_optim = optim_config(learning_rate=1e-3, b1=0.0, b2=0.999)
     cfg.eval = ml_collections.ConfigDict(dict(
-        grid_bound=6.0, grid_size=600, chunk=65536, stein_examples=2000,
+        grid_bound=6.0, grid_size=600, compare_bounds=(4.0,), chunk=65536, stein_examples=2000,
         plot_bound=4.0, plot_grid_size=200, num_plot_samples=20000))
     cfg.train.update(dict(num_steps=10000, log_every=100, ckpt_every=1000, eval_every=1000))
 

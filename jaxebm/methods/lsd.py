@@ -36,6 +36,7 @@ Other experiments of the paper are built here too, chosen by ``config.experiment
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Callable
@@ -191,6 +192,7 @@ def _validate_toy(cfg: ml_collections.ConfigDict, ds) -> None:
         raise ValueError(f"lsd.c_iters must be an integer >= 0, got {cfg.lsd.c_iters!r}")
     if cfg.lsd.l2 < 0:
         raise ValueError(f"lsd.l2 must be >= 0, got {cfg.lsd.l2}")
+    check_positive(cfg.lsd.steps_per_call, "lsd.steps_per_call", integer=True)
     for field in ("hidden", "n_hidden"):
         check_positive(cfg.model[field], f"model.{field}", integer=True)
         check_positive(cfg.critic[field], f"critic.{field}", integer=True)
@@ -204,6 +206,12 @@ def _validate_toy(cfg: ml_collections.ConfigDict, ds) -> None:
 def build_toy(cfg: ml_collections.ConfigDict) -> Method:
     ds = data_lib.load(cfg.data, seed=cfg.seed)
     _validate_toy(cfg, ds)
+    per_call = cfg.lsd.steps_per_call
+    # With several optimizer steps per harness step, the harness's batch holds all of their
+    # batches: per_call * data.batch_size fresh points, split in order inside the step.
+    train_ds = ds if per_call == 1 else data_lib.load(
+        ml_collections.ConfigDict(dict(cfg.data.to_dict(), batch_size=per_call * cfg.data.batch_size)),
+        seed=cfg.seed)
     dim = 2
     lsd = cfg.lsd
     # The base density starts at the moments of init_size data points (unbiased std, as torch).
@@ -270,25 +278,32 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
         return new, {"lsd": loss, "critic_loss": c_loss(SteinTerms(stat, sq_norm)),
                      "sq_norm": jnp.mean(sq_norm)}
 
-    def train_step(state, batch, key):
-        x = batch["x"]
+    def optimizer_step(state, x, key):
         eps = sample_probe(key, x.shape, lsd.trace, dtype=x.dtype)
         is_model_step = (state["step"] % cycle) == 0
         new, metrics = jax.lax.cond(is_model_step, model_update, critic_update, state, x, eps)
         new["step"] = state["step"] + 1
-        metrics = dict(metrics, loss=metrics["lsd"],
-                       model_step=is_model_step.astype(jnp.float32))
-        return new, metrics
+        return new, dict(metrics, model_step=is_model_step.astype(jnp.float32))
+
+    def train_step(state, batch, key):
+        x = batch["x"]
+        if per_call == 1:
+            new, metrics = optimizer_step(state, x, key)
+        else:  # per_call optimizer steps, each on its own slice of the batch (metrics averaged)
+            xs = x.reshape(per_call, x.shape[0] // per_call, *x.shape[1:])
+            new, stacked = jax.lax.scan(lambda s, a: optimizer_step(s, *a), state,
+                                        (xs, jax.random.split(key, per_call)))
+            metrics = jax.tree.map(jnp.mean, stacked)
+        return new, dict(metrics, loss=metrics["lsd"])
 
     # ---------------------------------------------------------------- evaluation and sampling
 
     def batched_log_q(ebm_params):
         return lambda x: log_q(ebm_params, x)
 
-    @jax.jit
-    def _grid_nll(ebm_params, x_test):
-        return grid_lib.grid_nll(batched_log_q(ebm_params), x_test,
-                                 (-cfg.eval.grid_bound, cfg.eval.grid_bound), cfg.eval.grid_size,
+    @functools.partial(jax.jit, static_argnums=(2, 3))
+    def _grid_nll(ebm_params, x_test, bound, size):
+        return grid_lib.grid_nll(batched_log_q(ebm_params), x_test, (-bound, bound), size,
                                  chunk=cfg.eval.chunk)
 
     @jax.jit
@@ -300,7 +315,11 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
     def evaluate(state, key):
         del key  # deterministic: grid quadrature and the exact trace
         test = jnp.asarray(ds.split("test")["x"])
-        out = {"nll": float(_grid_nll(state["ebm"], test))}
+        g = cfg.eval
+        out = {"nll": float(_grid_nll(state["ebm"], test, float(g.grid_bound), g.grid_size))}
+        for b in g.compare_bounds:  # the same on a smaller box, same cell size
+            size = max(1, round(g.grid_size * float(b) / float(g.grid_bound)))
+            out[f"nll_box{float(b):g}"] = float(_grid_nll(state["ebm"], test, float(b), size))
         terms = _test_stats(state["ebm"], state["critic"], test[: cfg.eval.stein_examples])
         out["lsd_test"] = float(jnp.mean(terms.stat))
         out["critic_sq_norm"] = float(jnp.mean(terms.sq_norm))
@@ -338,4 +357,4 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
             title=f"LSD on {cfg.data.name} (samples: exact draws from the gridded density)")]
 
     return Method(init=init, train_step=train_step, evaluate=evaluate, sample=sample,
-                  data=ds, write_figures=write_figures)
+                  data=train_ds, write_figures=write_figures)

@@ -1,0 +1,282 @@
+r"""The LSD goodness-of-fit test on the perturbed Gaussian-Bernoulli RBM, against KSD tests.
+
+Problem (one per repetition ``r`` and perturbation ``sigma``): the data come from an RBM
+:math:`p` (``d_x = 50, d_h = 40``, ``B`` entries +-1, ``b, c ~ N(0, I)``; 2000 Gibbs sweeps); the
+model :math:`q_\sigma` is the same RBM with ``B + sigma * N`` for a noise matrix ``N ~ N(0, 1)``.
+H0: q = p holds exactly at sigma = 0, so the rejection rate there is the test's size, and above
+it is the test's power. Each repetition draws its own ``p``, its own 1000 points and its own
+``N``; the sigmas of one repetition share them (common random numbers: every sigma's rejection
+rate is still an average over independent repetitions).
+
+**LSD test** (Grathwohl et al., 2020, the reference ``lsd_test.py`` run): the 1000 points split
+into 800 training, 100 validation and 100 test points. A critic ``f: R^50 -> R^50``
+(SmallMLP, 300 Swish units, dropout 0.5) maximizes the power objective
+:math:`\bar t / \hat\sigma_t - \lambda\,\overline{\|f\|^2}` of the Stein statistic
+:math:`t = s_q^\top f + \operatorname{tr}\,\partial f / \partial x` on the training points
+(Hutchinson trace, one Gaussian probe per point; Adam 1e-3 with L2 weight decay 5e-4;
+``lambda = 0.5``; 1000 steps on the full 800 points). After steps 0, 100, ..., 900 (``val_every``)
+the critic, without dropout and with the exact trace, is scored on the validation points by
+:math:`\bar t / \hat\sigma_t`; the test z-score :math:`\sqrt{n}\,\bar t/\hat\sigma_t` on the test
+points at the best validation score is the test statistic (model selection; the test points
+never steer training or selection). Reject when ``z > Phi^-1(1 - alpha)``, alpha = 0.05.
+
+**Baselines** on all 1000 points of the same problem (as the reference gives kgof 200 + 800):
+the quadratic-time KSD with a median-heuristic Gaussian kernel and a 1000-replicate wild
+bootstrap (V-statistic, Rademacher weights: kgof's ``KernelSteinTest``), and the linear-time
+KSD with its normal approximation.
+
+**Engineering:** the critics of all ``len(sigmas) * n_reps`` problems live stacked in one state
+(each flattened to a vector, so Adam runs over one ``(P, n_params)`` array; Adam is elementwise,
+so this is exactly one Adam per critic); one harness step updates every critic once, in chunks
+of ``lsd.chunk`` problems (``lax.map``) to bound memory. The per-critic best validation score and
+the test z-score at that point are kept in the state, so training resumes exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxebm.distributions import rbm as rbm_lib
+from jaxebm.methods.lsd import (CRITIC_OBJECTIVES, TRACES, Flat, check_choice, check_positive,
+                                critic_loss_fn)
+from jaxebm.nn.swish import INITS, SmallMLP
+from jaxebm.stein import SteinTerms, ksd_test, linear_ksd_test, stein_statistic
+from jaxebm.train.method import Method
+from jaxebm.train.optim import make_optimizer
+
+Array = jax.Array
+TESTS = ("lsd", "ksd", "lksd")
+TEST_NAMES = {"lsd": "LSD (learned critic)", "ksd": "KSD (quadratic, bootstrap)",
+              "lksd": "linear-time KSD"}
+
+
+def sigma_tag(sigma: float) -> str:
+    """``0.02 -> 's0.02'``: the suffix of the metric names."""
+    return f"s{sigma:g}"
+
+
+def _validate(cfg: ml_collections.ConfigDict) -> None:
+    r, lsd = cfg.rbm, cfg.lsd
+    for field in ("dim_x", "dim_h", "n_reps", "burn_in", "n_train", "n_val", "n_test"):
+        check_positive(r[field], f"rbm.{field}", integer=True)
+    for field in ("n_val", "n_test"):
+        if r[field] < 2:
+            raise ValueError(f"rbm.{field} must be >= 2 (a standard deviation is needed)")
+    if len(r.sigmas) < 1 or any(float(s) < 0 for s in r.sigmas):
+        raise ValueError(f"rbm.sigmas must be a non-empty tuple of values >= 0, got {r.sigmas}")
+    if not cfg.data.batch_size <= r.n_train:
+        raise ValueError(f"data.batch_size={cfg.data.batch_size} (the critic's batch) exceeds "
+                         f"rbm.n_train={r.n_train}")
+    check_choice(cfg.critic.init, INITS, "critic.init")
+    check_positive(cfg.critic.hidden, "critic.hidden", integer=True)
+    check_positive(cfg.critic.n_hidden, "critic.n_hidden", integer=True)
+    if not 0.0 <= cfg.critic.dropout < 1.0:
+        raise ValueError(f"critic.dropout must be in [0, 1), got {cfg.critic.dropout}")
+    check_choice(lsd.trace, TRACES[1:], "lsd.trace")
+    check_choice(lsd.critic_objective, CRITIC_OBJECTIVES, "lsd.critic_objective")
+    if lsd.l2 < 0:
+        raise ValueError(f"lsd.l2 must be >= 0, got {lsd.l2}")
+    if not 0.0 < lsd.alpha < 1.0:
+        raise ValueError(f"lsd.alpha must be in (0, 1), got {lsd.alpha}")
+    check_positive(lsd.val_every, "lsd.val_every", integer=True)
+    check_positive(lsd.chunk, "lsd.chunk", integer=True)
+    check_positive(cfg.ksd.n_boot, "ksd.n_boot", integer=True)
+    check_positive(cfg.ksd.chunk, "ksd.chunk", integer=True)
+    check_positive(cfg.eval.chunk, "eval.chunk", integer=True)
+    check_choice(cfg.ksd.statistic, ("u", "v"), "ksd.statistic")
+
+
+def build(cfg: ml_collections.ConfigDict) -> Method:
+    _validate(cfg)
+    r, lsd = cfg.rbm, cfg.lsd
+    sigmas = tuple(float(s) for s in r.sigmas)
+    n_sig, n_reps = len(sigmas), r.n_reps
+    n_problems = n_sig * n_reps
+    n_total = r.n_train + r.n_val + r.n_test
+    dx = r.dim_x
+    batch = cfg.data.batch_size
+    threshold = float(jsp.ndtri(1.0 - lsd.alpha))
+
+    def make_critic(rngs):
+        return SmallMLP(dx, dx, hidden=cfg.critic.hidden, n_hidden=cfg.critic.n_hidden,
+                        dropout_rate=cfg.critic.dropout, init=cfg.critic.init, rngs=rngs)
+
+    flat = Flat(make_critic(nnx.Rngs(0)))
+    optimizer = make_optimizer(cfg.optim)
+    c_loss = critic_loss_fn(lsd.critic_objective, lsd.l2, lsd.num_const)
+    sig_arr = np.asarray(sigmas, np.float32)
+
+    def problem_rbm(state, i):
+        """The model q of problem ``i = sigma_index * n_reps + rep``, and its rep index."""
+        s, rep = i // n_reps, i % n_reps
+        p = jax.tree.map(lambda a: a[rep], state["rbm"])
+        sigma = jnp.asarray(sig_arr)[s]
+        return p._replace(B=p.B + sigma * state["noise"][rep]), rep
+
+    def init(key):
+        k_rbm, k_data, k_noise, k_critic = jax.random.split(key, 4)
+        rbms = jax.vmap(lambda k: rbm_lib.init(k, dx, r.dim_h))(jax.random.split(k_rbm, n_reps))
+        data = jax.vmap(lambda p, k: rbm_lib.sample(p, k, n_total, burn_in=r.burn_in))(
+            rbms, jax.random.split(k_data, n_reps))
+        noise = jax.random.normal(k_noise, (n_reps, dx, r.dim_h), jnp.float32)
+        critics = jax.vmap(lambda k: Flat.of(make_critic(nnx.Rngs(k))))(
+            jax.random.split(k_critic, n_problems))
+        return {"rbm": rbms, "data": data, "noise": noise, "critic": critics,
+                "opt": optimizer.init(critics),
+                "best_val": jnp.full((n_problems,), -jnp.inf, jnp.float32),
+                "best_z": jnp.zeros((n_problems,), jnp.float32),
+                "best_step": jnp.full((n_problems,), -1, jnp.int32),
+                "step": jnp.zeros((), jnp.int32)}
+
+    # ---------------------------------------------------------------- training
+
+    def problem_loss(params, q, x, key):
+        k_eps, k_drop, k_batch = jax.random.split(key, 3)
+        if batch < x.shape[0]:
+            x = x[jax.random.permutation(k_batch, x.shape[0])[:batch]]
+        sq = rbm_lib.score(q, x)
+        eps = jax.random.normal(k_eps, x.shape, x.dtype) if lsd.trace == "gaussian" else \
+            jax.random.rademacher(k_eps, x.shape, x.dtype)
+        fx, jeps = flat.module(params).jvp(x, eps, key=k_drop)
+        terms = SteinTerms(stat=jnp.sum(sq * fx, 1) + jnp.sum(eps * jeps, 1),
+                           sq_norm=jnp.sum(fx * fx, 1))
+        return c_loss(terms), jnp.mean(terms.stat)
+
+    def grads_of_all(state, key):
+        def one(args):
+            params, i = args
+            q, rep = problem_rbm(state, i)
+            x = state["data"][rep, : r.n_train]
+            (loss, stat), g = jax.value_and_grad(problem_loss, has_aux=True)(
+                params, q, x, jax.random.fold_in(key, i))
+            return g, loss, stat
+
+        idx = jnp.arange(n_problems, dtype=jnp.int32)
+        return jax.lax.map(one, (state["critic"], idx), batch_size=min(lsd.chunk, n_problems))
+
+    def exact_scores(state, critics):
+        """Validation power ``mean/std`` and test z-score of every critic (exact trace)."""
+        def one(args):
+            params, i = args
+            q, rep = problem_rbm(state, i)
+            critic = flat.module(params)
+            per_sample = lambda xi: critic(xi[None])[0]  # noqa: E731  (no key: no dropout)
+            x = state["data"][rep, r.n_train:]
+            stat = stein_statistic(per_sample, x, rbm_lib.score(q, x), trace="exact").stat
+            val, test = stat[: r.n_val], stat[r.n_val:]
+            val_power = jnp.mean(val) / (jnp.std(val, ddof=1) + lsd.num_const)
+            z = jnp.sqrt(jnp.float32(r.n_test)) * jnp.mean(test) / (
+                jnp.std(test, ddof=1) + lsd.num_const)
+            return val_power, z
+
+        idx = jnp.arange(n_problems, dtype=jnp.int32)
+        return jax.lax.map(one, (critics, idx), batch_size=min(lsd.chunk, n_problems))
+
+    def select(state, critics):
+        val, z = exact_scores(state, critics)
+        better = val > state["best_val"]  # strict, as the reference: ties keep the earlier
+        return {"best_val": jnp.where(better, val, state["best_val"]),
+                "best_z": jnp.where(better, z, state["best_z"]),
+                "best_step": jnp.where(better, state["step"], state["best_step"])}
+
+    def train_step(state, batch_, key):
+        del batch_  # the data live in the state
+        grads, losses, stats = grads_of_all(state, key)
+        updates, opt = optimizer.update(grads, state["opt"], state["critic"])
+        critics = optax.apply_updates(state["critic"], updates)
+        # Validate after the update of steps 0, val_every, 2 val_every, ... (reference order).
+        best = jax.lax.cond(
+            state["step"] % lsd.val_every == 0, lambda: select(state, critics),
+            lambda: {k: state[k] for k in ("best_val", "best_z", "best_step")})
+        new = dict(state, critic=critics, opt=opt, step=state["step"] + 1, **best)
+        metrics = {"loss": jnp.mean(losses), "stat": jnp.mean(stats),
+                   "best_val_power": jnp.mean(jnp.where(jnp.isfinite(new["best_val"]),
+                                                        new["best_val"], 0.0))}
+        return new, metrics
+
+    # ---------------------------------------------------------------- the tests
+
+    @jax.jit
+    def kernel_tests(state, key):
+        def one(i):
+            q, rep = problem_rbm(state, i)
+            x = state["data"][rep]
+            sq = rbm_lib.score(q, x)
+            quad = ksd_test(x, sq, key=jax.random.fold_in(key, i), alpha=lsd.alpha,
+                            n_boot=cfg.ksd.n_boot, statistic=cfg.ksd.statistic)
+            lin = linear_ksd_test(x, sq, alpha=lsd.alpha)
+            return quad.reject, lin.reject
+
+        idx = jnp.arange(n_problems, dtype=jnp.int32)
+        return jax.lax.map(one, idx, batch_size=min(cfg.ksd.chunk, n_problems))
+
+    def rejections(state, key) -> dict[str, np.ndarray]:
+        """``{test: (n_sigmas, n_reps) bool}``."""
+        quad, lin = kernel_tests(state, key)
+        lsd_rej = np.asarray(state["best_z"]) > threshold
+        shape = (n_sig, n_reps)
+        return {"lsd": lsd_rej.reshape(shape), "ksd": np.asarray(quad).reshape(shape),
+                "lksd": np.asarray(lin).reshape(shape)}
+
+    def evaluate(state, key):
+        rej = rejections(state, key)
+        out = {"n_reps": float(n_reps), "critic_steps": float(state["step"]),
+               "validated": float(np.max(np.asarray(state["best_step"])) >= 0)}
+        for name, table in rej.items():
+            for j, sigma in enumerate(sigmas):
+                p = float(np.mean(table[j]))
+                out[f"power_{name}_{sigma_tag(sigma)}"] = p
+                out[f"stderr_{name}_{sigma_tag(sigma)}"] = float(np.sqrt(p * (1 - p) / n_reps))
+        z = np.asarray(state["best_z"]).reshape(n_sig, n_reps)
+        for j, sigma in enumerate(sigmas):
+            out[f"mean_z_lsd_{sigma_tag(sigma)}"] = float(np.mean(z[j]))
+        return out
+
+    def sample(state, key, num):
+        """Gibbs samples (``rbm.burn_in`` sweeps) from repetition 0's data distribution p."""
+        p = jax.tree.map(lambda a: a[0], state["rbm"])
+        return np.asarray(jax.jit(rbm_lib.sample, static_argnums=(2,),
+                                  static_argnames=("burn_in",))(p, key, num, burn_in=r.burn_in))
+
+    def write_figures(state, key, directory: Path):
+        from jaxebm.eval import plots  # noqa: F401  (sets the Agg backend)
+        import matplotlib.pyplot as plt
+
+        directory = Path(directory)
+        rej = rejections(state, key)
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for name, table in rej.items():
+            p = table.mean(axis=1)
+            se = np.sqrt(p * (1 - p) / n_reps)
+            ax.errorbar(sigmas, p, yerr=se, marker="o", capsize=3, label=TEST_NAMES[name])
+        ax.axhline(lsd.alpha, color="gray", linestyle=":", label=f"alpha = {lsd.alpha:g}")
+        ax.set_xlabel("sigma (perturbation of B)")
+        ax.set_ylabel("rejection rate (power; size at sigma = 0)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"RBM d_x={dx}, d_h={r.dim_h}: {n_reps} repetitions per sigma")
+        ax.legend(fontsize=8)
+        path = directory / "power.png"
+        fig.savefig(path, bbox_inches="tight", dpi=120)
+        plt.close(fig)
+        lines = ["| test | " + " | ".join(f"sigma={s:g}" for s in sigmas) + " |",
+                 "|---|" + "---|" * n_sig]
+        for name, table in rej.items():
+            p = table.mean(axis=1)
+            se = np.sqrt(p * (1 - p) / n_reps)
+            lines.append(f"| {name} | " + " | ".join(f"{a:.2f} +- {b:.2f}" for a, b in zip(p, se))
+                         + " |")
+        (directory / "power_table.md").write_text(
+            f"Rejection rates over {n_reps} repetitions (+- one standard error)\n\n"
+            + "\n".join(lines) + "\n")
+        return [path]
+
+    return Method(init=init, train_step=train_step, evaluate=evaluate, sample=sample,
+                  data=None, write_figures=write_figures)
