@@ -1,0 +1,80 @@
+"""JEM configs. Variants: cifar10 (the paper's setting), digits (offline, minutes on a CPU),
+smoke (seconds), and cifar10_baseline / digits_baseline (the same network trained by
+cross-entropy alone: jem.p_x_weight = 0, no sampler).
+
+    jaxebm train --config configs/jem.py:digits --workdir runs/jem_digits
+    jaxebm train --config configs/jem.py:cifar10 --workdir runs/jem_cifar10 --config.data.dir=DIR
+
+Semi-supervised: --config.data.labels_per_class=N (N labelled examples of each class feed the
+cross-entropy; every training image feeds the p(x) term).
+"""
+
+import ml_collections
+
+from jaxebm.train.config import base_config
+
+VARIANTS = ("cifar10", "cifar10_baseline", "digits", "digits_baseline", "smoke")
+
+# CIFAR-10 with JEM's 5000 held-out training images: 45000 / 64 = 703 steps per epoch.
+CIFAR10_STEPS_PER_EPOCH = (50000 - 5000) // 64
+
+
+def get_config(arg=None):
+    variant = arg or "digits"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown jem variant {variant!r}; expected one of {VARIANTS}")
+    cfg = base_config("jem")
+    cfg.data.labels_per_class = 0  # 0: every training example is labelled
+    cfg.model = ml_collections.ConfigDict(dict(
+        kind="wrn", depth=28, width=10, channels=(32, 64), hidden=(256, 256),
+        activation="leaky_relu", norm="none", dropout=0.0))
+    cfg.jem = ml_collections.ConfigDict(dict(
+        p_x_weight=1.0, p_y_given_x_weight=1.0, l2_energy_weight=0.0,
+        data_noise=0.03,  # sigma of the Gaussian noise added to [-1, 1] inputs (train and test)
+        pad=4, flip=True,  # augmentation: reflect-pad, random crop, horizontal flip
+        class_conditional=False))
+    cfg.sgld = ml_collections.ConfigDict(dict(
+        n_steps=20, step_size=1.0, noise_std=0.01, buffer_size=10000, reinit_prob=0.05,
+        init="uniform", loop="auto", clip=False))
+    cfg.eval = ml_collections.ConfigDict(dict(
+        split="test", batch_size=500, max_examples=0, ece_bins=15, ood_sets=("permuted",),
+        ood_seed=0, sample_steps=100, sample_init="buffer", num_plot_samples=100))
+    cfg.debug = ml_collections.ConfigDict(dict(nan_at_step=-1))  # >= 0: inject a NaN loss there
+    # Divergence (non-finite loss or |loss| > 1e8, the reference's crash bound): restart from
+    # the last good checkpoint with a new seed, half the learning rate, twice the SGLD steps.
+    cfg.train.update(dict(max_rollbacks=3, rollback_scale="optim.learning_rate:0.5,sgld.n_steps:2",
+                          loss_bound=1e8))
+    cfg.optim.update(dict(name="adam", learning_rate=1e-4, warmup_steps=1000))
+
+    if variant.startswith("cifar10"):
+        epoch = CIFAR10_STEPS_PER_EPOCH
+        cfg.data.update(dict(name="cifar10", batch_size=64, validation_size=5000))
+        cfg.optim.update(dict(schedule="step", decay_boundaries=(160 * epoch, 180 * epoch),
+                              decay_factor=0.3))
+        cfg.eval.update(dict(ood_sets=("svhn", "cifar100", "interp"), batch_size=500))
+        cfg.train.update(dict(num_steps=200 * epoch, log_every=100, ckpt_every=1000,
+                              eval_every=10 * epoch))
+    elif variant.startswith("digits"):
+        # 8x8 digits, 1437 training images: a small conv net, everything else as in the paper
+        # except a larger learning rate and buffer scaled to the data. Flips would turn digits
+        # into other shapes, so augmentation is a 1-pixel shift only.
+        cfg.data.update(dict(name="digits", batch_size=64))
+        cfg.model.update(dict(kind="convnet", channels=(32, 64)))
+        cfg.jem.update(dict(pad=1, flip=False))
+        cfg.sgld.update(dict(buffer_size=2000))
+        cfg.optim.update(dict(learning_rate=1e-3, warmup_steps=100))
+        cfg.eval.update(dict(ood_sets=("permuted", "interp", "noise"), batch_size=180))
+        cfg.train.update(dict(num_steps=3000, log_every=100, ckpt_every=500, eval_every=0))
+    else:  # smoke: the digits pipeline, tiny
+        cfg.data.update(dict(name="digits", batch_size=16))
+        cfg.model.update(dict(kind="mlp", hidden=(16,)))
+        cfg.jem.update(dict(pad=1, flip=False))
+        cfg.sgld.update(dict(n_steps=2, buffer_size=100))
+        cfg.optim.update(dict(learning_rate=1e-3, warmup_steps=0))
+        cfg.eval.update(dict(ood_sets=("permuted", "interp", "noise"), batch_size=32,
+                             max_examples=32, sample_steps=2, num_plot_samples=20))
+        cfg.train.update(dict(num_steps=6, log_every=3, ckpt_every=3, progress=False))
+
+    if variant.endswith("_baseline"):
+        cfg.jem.p_x_weight = 0.0  # cross-entropy only: no sampler, no buffer
+    return cfg

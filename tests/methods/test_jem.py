@@ -1,0 +1,196 @@
+"""JEM as a method: a smoke run through the harness (with an injected divergence and rollback),
+the loss against its parts, the baseline and semi-supervised variants, the OOD sets, and config
+errors that must fail before anything is compiled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxebm.eval import ood
+from jaxebm.methods import jem
+from jaxebm.train import config as config_lib
+from jaxebm.train import loop
+from jaxebm.train.checkpoint import Checkpoints
+from jaxebm.train.method import build_method
+
+CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "jem.py")
+OOD_SETS = ("permuted", "interp", "noise")
+
+
+def _cfg(variant="smoke", overrides=()):
+    return config_lib.load_config(f"{CONFIG}:{variant}", list(overrides))
+
+
+def _steps(method, n, loss_bound=1e8):
+    step = loop.guarded_step(method, loss_bound)
+    root = loop.root_key(0)
+    state, bad = jax.jit(method.init)(root), jnp.asarray(-1, jnp.int32)
+    history = []
+    for i in range(n):
+        state, bad, m = step(state, bad, method.data.train_batch(i), root, jnp.int32(i))
+        history.append({k: float(v) for k, v in m.items()})
+    assert int(bad) == -1
+    return state, history
+
+
+def test_smoke_run_rolls_back_once_and_finishes(tmp_path):
+    """A NaN loss injected at step 4 is not applied; the run restores the step-3 checkpoint with
+    a new seed, the scaled config moves the NaN past the end, and eval, figures and sampling
+    work on the result."""
+    cfg = _cfg(overrides=["debug.nan_at_step=4",
+                          "train.rollback_scale=debug.nan_at_step:100,optim.learning_rate:0.5"])
+    results = loop.train(cfg, tmp_path)
+    log = [json.loads(line) for line in (tmp_path / "rollbacks.jsonl").read_text().splitlines()]
+    assert [r["rollback"] for r in log] == [1] and log[0]["restored_step"] == 3
+    assert "diverged at step 4" in log[0]["reason"]
+    assert Checkpoints(tmp_path / "checkpoints").record(6)["rollbacks"] == 1
+
+    record = json.loads((tmp_path / "eval.json").read_text())
+    assert record["step"] == 6 and record == {"step": 6, **results}
+    assert 0 <= record["accuracy"] <= 1 and 0 <= record["ece"] <= 1 and record["nll"] > 0
+    for name in OOD_SETS:
+        for score in ood.SCORES:
+            assert 0 <= record[f"auroc_{name}_{score}"] <= 1
+    for png in ("reliability.png", "samples.png", "samples_per_class.png", "buffer.png"):
+        assert (tmp_path / "samples" / png).stat().st_size > 0
+
+
+def test_loss_is_the_weighted_sum_of_its_terms():
+    """loss = w_y CE + w_x (mean log p~(x_q) - mean log p~(x_data)) + w_2 (mean E_d^2 + mean E_q^2),
+    recomputed from the initial parameters, the batch, and the chain outputs the step wrote into
+    the buffer (a buffer so large that the 16 chains get 16 distinct entries)."""
+    w_x, w_y, w_2 = 2.0, 0.5, 0.1  # distinct, so a swapped weight cannot pass
+    cfg = _cfg(overrides=[f"jem.p_x_weight={w_x}", f"jem.p_y_given_x_weight={w_y}",
+                          f"jem.l2_energy_weight={w_2}", "sgld.buffer_size=100000",
+                          "jem.data_noise=0.0", "jem.pad=0"])
+    method = build_method(cfg)
+    state0 = jax.jit(method.init)(jax.random.key(0))
+    params0 = state0["params"]
+    before = np.asarray(state0["buffer"].samples)
+    batch = method.data.train_batch(0)
+    state, m = jax.jit(method.train_step)(jax.tree.map(jnp.copy, state0), batch, jax.random.key(1))
+    after = np.asarray(state["buffer"].samples)
+    changed = np.flatnonzero(np.any(after != before, axis=(1, 2, 3)))
+    assert len(changed) == 16
+
+    core = jem.make_core(cfg, (8, 8, 1), 10, 17)
+    logits = core.apply(params0, jnp.asarray(batch["x"], jnp.float32) / 16 * 2 - 1)
+    ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(16), batch["y"]])
+    lp_data = jax.nn.logsumexp(logits, axis=-1)
+    lp_q = jax.nn.logsumexp(core.apply(params0, jnp.asarray(after[changed])), axis=-1)
+    expected = (w_y * ce + w_x * (jnp.mean(lp_q) - jnp.mean(lp_data))
+                + w_2 * (jnp.mean(lp_data**2) + jnp.mean(lp_q**2)))
+    np.testing.assert_allclose(float(m["ce"]), float(ce), rtol=1e-5)
+    np.testing.assert_allclose(float(m["logpx_data"]), float(jnp.mean(lp_data)), rtol=1e-5)
+    np.testing.assert_allclose(float(m["logpx_sample"]), float(jnp.mean(lp_q)), rtol=1e-5)
+    np.testing.assert_allclose(float(m["energy_gap"]), float(jnp.mean(lp_data) - jnp.mean(lp_q)),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(m["loss"]), float(expected), rtol=1e-5)
+    assert int(state["step"]) == 1
+
+    samples = method.sample(state, jax.random.key(3), 25)  # two sampler batches of 20
+    assert samples.shape == (25, 8, 8, 1) and samples.min() >= 0 and samples.max() <= 1
+
+
+def test_baseline_has_no_sampler_and_learns():
+    method = build_method(_cfg("smoke", ["jem.p_x_weight=0.0", "optim.learning_rate=1e-2",
+                                         "data.batch_size=64", "model.hidden=(64,)"]))
+    state, history = _steps(method, 30)
+    assert "buffer" not in state and "logpx_sample" not in history[0]
+    assert np.mean([h["ce"] for h in history[-5:]]) < np.mean([h["ce"] for h in history[:5]]) - 0.5
+
+
+def test_semi_supervised_stream_and_class_conditional_step():
+    cfg = _cfg("smoke", ["data.labels_per_class=3", "data.batch_size=10",
+                         "jem.class_conditional=True"])
+    method = build_method(cfg)
+    ds = method.data
+    assert ds.num_labelled == 30
+    lab = ds.labelled.split("train")
+    assert np.all(np.bincount(lab["y"], minlength=10) == 3)
+    b0, b0_again = ds.train_batch(0), ds.train_batch(0)
+    assert set(b0) == {"x", "x_lab", "y_lab"} and b0["x"].shape == (10, 8, 8, 1)
+    for k in b0:
+        np.testing.assert_array_equal(b0[k], b0_again[k])
+    state, history = _steps(method, 2)
+    assert state["buffer"].num_classes == 10 and np.isfinite(history[-1]["loss"])
+
+
+def test_cifar10_config_runs_under_tfds_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    cfg = _cfg("cifar10", ["model.depth=10", "model.width=1", "data.batch_size=4",
+                           "data.validation_size=2", "sgld.n_steps=1", "sgld.buffer_size=20",
+                           "eval.batch_size=6", "eval.max_examples=6"])
+    assert (cfg.model.kind, cfg.model.depth, cfg.optim.warmup_steps) == ("wrn", 10, 1000)
+    with tfds.testing.mock_data(num_examples=10):
+        method = build_method(cfg)
+        state, history = _steps(method, 2)
+        results = method.evaluate(state, jax.random.key(0))
+    assert all(np.isfinite(h["loss"]) for h in history)
+    assert method.data.example_shape == (32, 32, 3)
+    for name in ("svhn", "cifar100", "interp"):
+        for score in ood.SCORES:
+            assert 0 <= results[f"auroc_{name}_{score}"] <= 1
+
+
+def test_ood_sets_are_fixed_transformations_of_the_test_images():
+    cfg = _cfg()
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 17, (12, 8, 8, 1)).astype(np.uint8)
+    sets = jem.make_ood_sets(cfg, x, 17)
+    again = jem.make_ood_sets(cfg, x, 17)
+    sym = x.astype(np.float32) / 16 * 2 - 1
+    for name in OOD_SETS:
+        assert sets[name].shape == x.shape
+        np.testing.assert_array_equal(sets[name], again[name])
+    # every permuted image holds the same pixel values as its source, in another order
+    np.testing.assert_array_equal(np.sort(sets["permuted"].reshape(12, -1), axis=1),
+                                  np.sort(sym.reshape(12, -1), axis=1))
+    assert not np.array_equal(sets["permuted"], sym)
+    # every interpolation is the mean of its image and a different one
+    partners = [[j for j in range(12) if j != i and np.allclose(2 * sets["interp"][i] - sym[i], sym[j])]
+                for i in range(12)]
+    assert all(partners)
+    assert sets["noise"].min() >= -1 and sets["noise"].max() <= 1
+
+
+def test_every_variant_passes_the_checks():
+    for variant in ("cifar10", "cifar10_baseline", "digits", "digits_baseline", "smoke"):
+        cfg = _cfg(variant)
+        config_lib.validate_common(cfg)  # includes the rollback_scale fields
+        jem.validate_config(cfg)
+        assert cfg.train.max_rollbacks > 0
+    assert _cfg("cifar10_baseline").jem.p_x_weight == 0.0
+    with pytest.raises(ValueError, match="unknown jem variant"):
+        _cfg("imagenet")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sgld.n_steps=0", "sgld.n_steps must be a positive integer"),
+    ("sgld.step_size=0.0", "sgld.step_size must be > 0"),
+    ("sgld.reinit_prob=1.5", "sgld.reinit_prob"),
+    ("sgld.loop=fast", "sgld.loop='fast'"),
+    ("eval.ood_sets=('celeba',)", "unknown OOD set 'celeba'"),
+    ("eval.ood_sets=('svhn',)", "'svhn' has images of shape"),
+    ("model.kind=resnet", "model.kind='resnet'"),
+    ("model.norm=batch", "BatchNorm"),
+    ("model.activation=sigmoidish", "unknown activation"),
+    ("jem.p_x_weight=-1.0", "jem.p_x_weight must be >= 0"),
+    ("jem.class_conditional=True", "multiple of the 10 classes"),
+    ("data.labels_per_class=1", "fewer than data.batch_size"),
+    ("eval.sample_init=prior", "eval.sample_init"),
+])
+def test_bad_config_values_fail_before_training(tmp_path, override, message):
+    overrides = [override]
+    if override == "jem.class_conditional=True":
+        overrides.append("sgld.buffer_size=105")
+    cfg = _cfg(overrides=overrides)
+    with pytest.raises(ValueError, match=message):
+        loop.train(cfg, tmp_path)
+    assert not list((tmp_path / "checkpoints").glob("[0-9]*"))  # nothing was trained or saved
