@@ -42,6 +42,8 @@ def main():
     p.add_argument("--block", type=int, default=20, help="steps per timed block")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoints", type=int, default=0, help="solver.checkpoints (0: diffrax's)")
+    p.add_argument("--fixed_end_time", action="store_true",
+                   help="keep T at 0.5 as the reference's code in effect does")
     p.add_argument("--from_workdir", default="",
                    help="start from this run's latest checkpoint (time steps at its NFE)")
     args = p.parse_args()
@@ -50,7 +52,8 @@ def main():
         str(Path(__file__).parent.parent / "configs" / "ffjord.py") + f":{args.data}",
         [f"solver.adjoint={args.adjoint}", f"solver.name={args.solver}",
          f"data.eval_size={args.eval_size}", f"seed={args.seed}",
-         f"solver.checkpoints={args.checkpoints}"])
+         f"solver.checkpoints={args.checkpoints}",
+         f"model.train_end_time={not args.fixed_end_time}"])
     method = build_method(cfg)
     step_fn = guarded_step(method, 1e8)
     root = root_key(cfg.seed)
@@ -63,6 +66,7 @@ def main():
     eval_at = {int(s) for s in args.eval_at.split(",")}
     common = {"data": args.data, "adjoint": args.adjoint, "solver": args.solver,
               "checkpoints": args.checkpoints, "from": args.from_workdir or "init",
+              "trainable_T": not args.fixed_end_time,
               "device": jax.devices()[0].device_kind, "jax": jax.__version__}
 
     t0 = time.perf_counter()
