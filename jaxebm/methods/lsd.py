@@ -47,7 +47,6 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.flatten_util import ravel_pytree
 
 from jaxebm import data as data_lib
 from jaxebm.estimators.divergence import sample_probe
@@ -160,24 +159,36 @@ class EBM(nnx.Module):
 
 
 class Flat:
-    """A module's parameters as one flat vector, and back (``ravel_pytree``).
+    """A module's parameters as one flat float32 vector, and back.
 
     The training state holds each network as one vector (and Adam's moments as two more): the
     harness's guard (``where`` + finiteness check per state leaf) and Adam then run as a few
     fused loops instead of one small kernel per leaf, which at these sizes on the CPU was a
-    large part of a step.
+    large part of a step. Built from ``make()`` abstractly (``nnx.eval_shape``): no arrays are
+    created, so building a method compiles nothing.
     """
 
-    def __init__(self, module: nnx.Module):
-        self.graphdef, params = nnx.split(module)
-        self.flat, self._unravel = ravel_pytree(params)
+    def __init__(self, make: Callable[[], nnx.Module]):
+        self.graphdef, abstract = nnx.split(nnx.eval_shape(make))
+        leaves, self._treedef = jax.tree.flatten(abstract)
+        if any(leaf.dtype != jnp.float32 for leaf in leaves):
+            raise ValueError("Flat holds float32 parameters only")
+        self._shapes = [tuple(leaf.shape) for leaf in leaves]
+        self._offsets = np.cumsum([0] + [math.prod(shape) for shape in self._shapes])
+        self.size = int(self._offsets[-1])
+
+    def unravel(self, flat: Array):
+        leaves = [flat[a:b].reshape(shape)
+                  for a, b, shape in zip(self._offsets[:-1], self._offsets[1:], self._shapes)]
+        return jax.tree.unflatten(self._treedef, leaves)
 
     def module(self, flat: Array):
-        return nnx.merge(self.graphdef, self._unravel(flat))
+        return nnx.merge(self.graphdef, self.unravel(flat))
 
     @staticmethod
     def of(module: nnx.Module) -> Array:
-        return ravel_pytree(nnx.split(module)[1])[0]
+        """The flat vector of a (concrete) module's parameters, in ``Flat``'s order."""
+        return jnp.concatenate([leaf.reshape(-1) for leaf in jax.tree.leaves(nnx.split(module)[1])])
 
 
 def _validate_toy(cfg: ml_collections.ConfigDict, ds) -> None:
@@ -225,7 +236,8 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
         return SmallMLP(dim, dim, hidden=cfg.critic.hidden, n_hidden=cfg.critic.n_hidden,
                         init=cfg.critic.init, rngs=rngs)
 
-    ebm_flat, critic_flat = Flat(make_ebm(nnx.Rngs(0))), Flat(make_critic(nnx.Rngs(0)))
+    ebm_flat = Flat(lambda: make_ebm(nnx.Rngs(0)))
+    critic_flat = Flat(lambda: make_critic(nnx.Rngs(0)))
     model_opt = make_optimizer(cfg.optim)
     critic_opt = make_optimizer(cfg.critic_optim, "critic_optim")
     c_loss = critic_loss_fn(lsd.critic_objective, lsd.l2)
@@ -301,31 +313,33 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
     def batched_log_q(ebm_params):
         return lambda x: log_q(ebm_params, x)
 
-    @functools.partial(jax.jit, static_argnums=(2, 3))
-    def _grid_nll(ebm_params, x_test, bound, size):
-        return grid_lib.grid_nll(batched_log_q(ebm_params), x_test, (-bound, bound), size,
-                                 chunk=cfg.eval.chunk)
+    g = cfg.eval
+    # the comparison boxes keep the cell size of the main grid
+    boxes = [(float(g.grid_bound), g.grid_size)] + [
+        (float(b), max(1, round(g.grid_size * float(b) / float(g.grid_bound))))
+        for b in g.compare_bounds]
 
     @jax.jit
-    def _test_stats(ebm_params, critic_params, x):
+    def _evaluate(ebm_params, critic_params, test):
+        nlls = [grid_lib.grid_nll(batched_log_q(ebm_params), test, (-b, b), n, chunk=g.chunk)
+                for b, n in boxes]
+        x = test[: g.stein_examples]
         critic = critic_flat.module(critic_params)
         per_sample = lambda xi: critic(xi[None])[0]  # noqa: E731
-        return stein_statistic(per_sample, x, model_score(ebm_params, x), trace="exact")
+        terms = stein_statistic(per_sample, x, model_score(ebm_params, x), trace="exact")
+        return nlls, jnp.mean(terms.stat), jnp.mean(terms.sq_norm)
 
     def evaluate(state, key):
         del key  # deterministic: grid quadrature and the exact trace
-        test = jnp.asarray(ds.split("test")["x"])
-        g = cfg.eval
-        out = {"nll": float(_grid_nll(state["ebm"], test, float(g.grid_bound), g.grid_size))}
-        for b in g.compare_bounds:  # the same on a smaller box, same cell size
-            size = max(1, round(g.grid_size * float(b) / float(g.grid_bound)))
-            out[f"nll_box{float(b):g}"] = float(_grid_nll(state["ebm"], test, float(b), size))
-        terms = _test_stats(state["ebm"], state["critic"], test[: cfg.eval.stein_examples])
-        out["lsd_test"] = float(jnp.mean(terms.stat))
-        out["critic_sq_norm"] = float(jnp.mean(terms.sq_norm))
+        test = ds.split("test")["x"]
+        nlls, lsd_test, sq_norm = _evaluate(state["ebm"], state["critic"], jnp.asarray(test))
+        out = {"nll": float(nlls[0])}
+        for (b, _), v in zip(boxes[1:], nlls[1:]):  # the same on smaller boxes
+            out[f"nll_box{b:g}"] = float(v)
+        out["lsd_test"] = float(lsd_test)
+        out["critic_sq_norm"] = float(sq_norm)
         if cfg.data.name in data_lib.TOY_LOG_DENSITIES:  # the true density's NLL, the floor
-            out["true_nll"] = float(-np.mean(data_lib.TOY_LOG_DENSITIES[cfg.data.name](
-                np.asarray(test))))
+            out["true_nll"] = float(-np.mean(data_lib.TOY_LOG_DENSITIES[cfg.data.name](test)))
         out["optimizer_steps"] = float(state["step"])
         return out
 
@@ -335,17 +349,20 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
         return grid_lib.grid_log_density(batched_log_q(ebm_params), (-b, b),
                                          cfg.eval.plot_grid_size, chunk=cfg.eval.chunk)
 
-    def sample(state, key, num):
-        """Exact draws from the grid-normalized density on the plotting box (see module doc)."""
-        _, _, log_p, _ = _plot_grid(state["ebm"])
+    @functools.partial(jax.jit, static_argnums=(2,))
+    def _grid_sample(ebm_params, key, num):
+        _, _, log_p, _ = _plot_grid(ebm_params)
         n, b = cfg.eval.plot_grid_size, cfg.eval.plot_bound
         k_cell, k_jitter = jax.random.split(key)
         cells = jax.random.categorical(k_cell, log_p.reshape(-1), shape=(num,))
         iy, ix = jnp.divmod(cells, n)
         side = 2.0 * b / n
         corner = jnp.stack([ix, iy], axis=1).astype(jnp.float32) * side - b
-        u = jax.random.uniform(k_jitter, (num, 2), jnp.float32)
-        return np.asarray(corner + u * side)
+        return corner + jax.random.uniform(k_jitter, (num, 2), jnp.float32) * side
+
+    def sample(state, key, num):
+        """Exact draws from the grid-normalized density on the plotting box (see module doc)."""
+        return np.asarray(_grid_sample(state["ebm"], key, int(num)))
 
     def write_figures(state, key, directory: Path):
         directory = Path(directory)

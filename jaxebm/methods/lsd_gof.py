@@ -109,7 +109,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         return SmallMLP(dx, dx, hidden=cfg.critic.hidden, n_hidden=cfg.critic.n_hidden,
                         dropout_rate=cfg.critic.dropout, init=cfg.critic.init, rngs=rngs)
 
-    flat = Flat(make_critic(nnx.Rngs(0)))
+    flat = Flat(lambda: make_critic(nnx.Rngs(0)))
     optimizer = make_optimizer(cfg.optim)
     c_loss = critic_loss_fn(lsd.critic_objective, lsd.l2, lsd.num_const)
     sig_arr = np.asarray(sigmas, np.float32)

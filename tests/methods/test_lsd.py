@@ -1,0 +1,294 @@
+"""LSD: the networks' forward-mode products, the Stein identity through the method's own score
+paths, the toy and RBM-test methods (steps, counting, evaluation, selection), config errors."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.scipy.special import ndtr
+
+from jaxebm.distributions import rbm as rbm_lib
+from jaxebm.methods.lsd import EBM, Flat, batched_stein_terms
+from jaxebm.nn.swish import SmallMLP
+from jaxebm.stein import stein_statistic, stein_z_test
+from jaxebm.train import config as config_lib
+from jaxebm.train import sharding
+from jaxebm.train.loop import guarded_step, root_key, train
+from jaxebm.train.method import build_method
+
+CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "lsd.py")
+
+
+def _cfg(variant, overrides=()):
+    return config_lib.load_config(f"{CONFIG}:{variant}", list(overrides))
+
+
+def _run(method, n):
+    """``n`` harness steps; returns the states after each step and the metrics."""
+    step = guarded_step(method, 1e8)
+    root = root_key(0)
+    mesh = sharding.make_mesh()
+    # committed inputs, like the step's outputs, so the step compiles once
+    state = jax.device_put(jax.jit(method.init)(root), sharding.replicated(mesh))
+    bad = jax.device_put(jnp.asarray(-1, jnp.int32), sharding.replicated(mesh))
+    states, metrics = [], []
+    for i in range(n):
+        batch = {} if method.data is None else sharding.shard_batch(method.data.train_batch(i),
+                                                                    mesh)
+        state, bad, m = step(state, bad, batch, root, jnp.int32(i))
+        states.append(jax.tree.map(jnp.copy, state))
+        metrics.append({k: float(v) for k, v in m.items()})
+    assert int(bad) == -1
+    return states, metrics
+
+
+# ------------------------------------------------------------------ networks: forward mode
+
+
+@pytest.mark.parametrize("out, rate", [(1, 0.0), (3, 0.0), (3, 0.5)])
+def test_small_mlp_jvp_matches_autodiff(out, rate):
+    net = SmallMLP(3, out, hidden=8, dropout_rate=rate, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (5, 3))
+    t = jax.random.normal(jax.random.key(2), (5, 3))
+    key = jax.random.key(3) if rate else None
+    graphdef, params = nnx.split(net)
+
+    @jax.jit
+    def both(params):
+        m = nnx.merge(graphdef, params)
+        return m.jvp(x, t, key=key), jax.jvp(lambda z: m(z, key=key), (x,), (t,))
+
+    got, want = both(params)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("base", [True, False])
+def test_ebm_jvp_is_the_score_along_v(base):
+    from ml_collections import ConfigDict
+
+    model = ConfigDict(dict(hidden=8, n_hidden=2, init="torch", base_dist=base))
+    ebm = EBM(2, model, np.array([0.5, -1.0]), np.array([2.0, 0.5]), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (6, 2))
+    v = jax.random.normal(jax.random.key(2), (6, 2))
+    graphdef, params = nnx.split(ebm)
+
+    @jax.jit
+    def all_of(params):
+        m = nnx.merge(graphdef, params)
+        return jax.grad(lambda z: jnp.sum(m(z)))(x), m.jvp(x, v), m(x)
+
+    score, (value, sq_v), direct = all_of(params)
+    np.testing.assert_allclose(value, direct, rtol=1e-6)
+    np.testing.assert_allclose(sq_v, jnp.sum(score * v, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_batched_stein_terms_equal_the_per_sample_block():
+    net = SmallMLP(3, 3, hidden=8, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (7, 3))
+    sq = jax.random.normal(jax.random.key(2), (7, 3))
+    eps = jax.random.normal(jax.random.key(3), (7, 3))
+    graphdef, params = nnx.split(net)
+
+    @jax.jit
+    def both(params):
+        m = nnx.merge(graphdef, params)
+        return (batched_stein_terms(m, x, sq, eps),
+                stein_statistic(lambda xi: m(xi[None])[0], x, sq, trace="gaussian", eps=eps))
+
+    got, want = both(params)
+    np.testing.assert_allclose(got.stat, want.stat, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sq_norm, want.sq_norm, rtol=1e-5, atol=1e-6)
+
+
+def test_stein_identity_with_the_true_score_through_the_model_step_path():
+    """An EBM whose network outputs 0 is exactly its Gaussian base; with data from that Gaussian
+    the statistic s^T f + tr(df/dx) (s^T f by the EBM's forward-mode product, as in the model
+    step) has mean 0 for any critic, here an untrained one, to Monte Carlo error."""
+    from ml_collections import ConfigDict
+
+    mu, std = np.array([1.0, -0.5]), np.array([0.7, 1.5])
+    ebm = EBM(2, ConfigDict(dict(hidden=8, n_hidden=2, init="torch", base_dist=True)), mu, std,
+              rngs=nnx.Rngs(0))
+    ebm.net.out.kernel[...] = jnp.zeros_like(ebm.net.out.kernel[...])
+    ebm.net.out.bias[...] = jnp.zeros_like(ebm.net.out.bias[...])
+    critic = SmallMLP(2, 2, hidden=16, rngs=nnx.Rngs(4))
+    n = 20000
+    mu_, std_ = jnp.asarray(mu, jnp.float32)[None, :], jnp.asarray(std, jnp.float32)[None, :]
+    (eg, ep), (cg, cp) = nnx.split(ebm), nnx.split(critic)
+
+    @jax.jit
+    def stats(ep, cp):
+        x = mu_ + std_ * jax.random.normal(jax.random.key(5), (n, 2))
+        eps = jax.random.normal(jax.random.key(6), (n, 2))
+        fx, jeps = nnx.merge(cg, cp).jvp(x, eps)
+        _, sq_f = nnx.merge(eg, ep).jvp(x, fx)
+        trace = jnp.sum(eps * jeps, axis=1)
+        # the same critic against a wrong model (mean shifted by 1 in both coordinates)
+        wrong = jnp.sum(fx * (-(x - (mu_ + 1.0)) / std_**2), 1)
+        return sq_f + trace, wrong + trace
+
+    stat, shifted = stats(ep, cp)
+    se = float(jnp.std(stat) / np.sqrt(n))
+    assert abs(float(jnp.mean(stat))) < 4 * se
+    assert abs(float(jnp.mean(shifted))) > 10 * se
+
+
+# ------------------------------------------------------------------ the toy method
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """One in-process ``train`` of the smoke config (12 steps, logged every 6)."""
+    import json
+
+    workdir = tmp_path_factory.mktemp("lsd_smoke")
+    results = train(_cfg("smoke"), workdir)
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return workdir, results, rows
+
+
+def test_toy_train_alternates_five_critic_steps_and_one_model_step(toy):
+    workdir, _, rows = toy
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [6, 12]
+    # steps 0 and 6 update the model: one model step in each block of 6 logged steps
+    assert all(r["model_step"] == pytest.approx(1 / 6) for r in train_rows)
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["critic_loss"]) for r in train_rows)
+    assert (workdir / "samples" / "density.png").is_file()
+
+
+def test_toy_evaluation_keys(toy):
+    _, results, _ = toy
+    assert set(results) == {"nll", "nll_box4", "lsd_test", "critic_sq_norm", "true_nll",
+                            "optimizer_steps"}
+    assert all(np.isfinite(v) for v in results.values())
+    assert results["optimizer_steps"] == 12.0
+    assert results["nll"] > results["true_nll"] - 0.05  # no model beats the truth
+
+
+def test_toy_samples_and_the_gaussian_base_alone_against_its_closed_form(toy):
+    """Zero the energy network's output layer: log q~ is the base Gaussian, whose NLL on the
+    grid box is the Gaussian NLL plus the log of its mass inside the box."""
+    from jaxebm.train.loop import restore
+
+    cfg, method, state, _ = restore(toy[0])
+    samples = method.sample(state, jax.random.key(1), 50)
+    assert samples.shape == (50, 2) and np.all(np.abs(samples) <= cfg.eval.plot_bound)
+    data = method.data.split("train")["x"][: cfg.model.init_size]
+    mu, std = data.mean(0), data.std(0, ddof=1)
+    ebm = EBM(2, cfg.model, mu, std, rngs=nnx.Rngs(0))
+    ebm.net.out.kernel[...] = jnp.zeros_like(ebm.net.out.kernel[...])
+    ebm.net.out.bias[...] = jnp.zeros_like(ebm.net.out.bias[...])
+    out = method.evaluate(dict(state, ebm=Flat.of(ebm)), jax.random.key(0))
+    test = method.data.split("test")["x"].astype(np.float64)
+    gauss_nll = np.mean(np.sum(0.5 * ((test - mu) / std) ** 2 + np.log(std)
+                               + 0.5 * np.log(2 * np.pi), axis=1))
+    b = cfg.eval.grid_bound
+    log_mass = np.sum(np.log(np.asarray(ndtr((b - mu) / std) - ndtr((-b - mu) / std))))
+    np.testing.assert_allclose(out["nll"], gauss_nll + log_mass, atol=2e-3)
+
+
+def test_toy_several_steps_per_call_count_optimizer_steps():
+    method = build_method(_cfg("smoke", ["lsd.steps_per_call=3"]))
+    assert method.data.batch_size == 3 * 64
+    states, metrics = _run(method, 2)
+    assert int(states[-1]["step"]) == 6
+    assert metrics[0]["model_step"] == pytest.approx(1 / 3)
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+
+
+# ------------------------------------------------------------------ the RBM test method
+
+
+@pytest.fixture(scope="module")
+def rbm_run():
+    cfg = _cfg("rbm_smoke")
+    method = build_method(cfg)
+    states, metrics = _run(method, 3)
+    return cfg, method, states, metrics
+
+
+def test_rbm_steps_train_every_critic_and_validate(rbm_run):
+    cfg, _, states, metrics = rbm_run
+    state = states[-1]
+    n_problems = len(cfg.rbm.sigmas) * cfg.rbm.n_reps
+    assert state["critic"].shape[0] == n_problems
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    # validations after steps 0 and 2 (val_every = 2): every critic has a finite selection
+    assert np.all(np.isin(np.asarray(state["best_step"]), [0, 2]))
+    assert np.all(np.isfinite(np.asarray(state["best_val"])))
+
+
+def test_rbm_selected_z_is_the_z_test_of_the_selected_critic(rbm_run):
+    """After one step (which validates), every problem's stored z-score is the one-sided
+    z-test of that critic on the test split, with the exact trace and the model's score."""
+    cfg, _, states, _ = rbm_run
+    state = states[0]
+    r = cfg.rbm
+    template = Flat(lambda: SmallMLP(r.dim_x, r.dim_x, hidden=cfg.critic.hidden,
+                                     dropout_rate=cfg.critic.dropout, rngs=nnx.Rngs(0)))
+
+    @jax.jit
+    def z_of(params, p, noise, sigma, x):
+        q = p._replace(B=p.B + sigma * noise)
+        critic = template.module(params)
+        stat = stein_statistic(lambda xi: critic(xi[None])[0], x, rbm_lib.score(q, x)).stat
+        return stein_z_test(stat).z
+
+    for i in range(len(r.sigmas) * r.n_reps):
+        s, rep = divmod(i, r.n_reps)
+        p = jax.tree.map(lambda a: a[rep], state["rbm"])
+        z = z_of(state["critic"][i], p, state["noise"][rep], jnp.float32(r.sigmas[s]),
+                 state["data"][rep, r.n_train + r.n_val:])
+        np.testing.assert_allclose(float(state["best_z"][i]), float(z), rtol=1e-4, atol=1e-4)
+
+
+def test_rbm_evaluation_reports_power_per_test_and_sigma(rbm_run):
+    cfg, method, states, _ = rbm_run
+    out = method.evaluate(states[-1], jax.random.key(0))
+    for test in ("lsd", "ksd", "lksd"):
+        for tag in ("s0", "s0.5"):
+            assert 0.0 <= out[f"power_{test}_{tag}"] <= 1.0
+            assert f"stderr_{test}_{tag}" in out
+    assert out["n_reps"] == cfg.rbm.n_reps
+
+
+# ------------------------------------------------------------------ configs
+
+
+@pytest.mark.parametrize("variant, override, message", [
+    ("smoke", "lsd.c_itres=5", "unknown config field 'lsd.c_itres'"),
+    ("smoke", "lsd.trace=exactish", "lsd.trace='exactish'"),
+    ("smoke", "lsd.critic_objective=wasserstein", "lsd.critic_objective"),
+    ("smoke", "model.init=xavier", "model.init='xavier'"),
+    ("smoke", "experiment=mnist", "experiment='mnist'"),
+    ("smoke", "lsd.steps_per_call=0", "lsd.steps_per_call"),
+    ("smoke", "data.name=nowhere", "unknown dataset 'nowhere'"),
+    ("rbm_smoke", "rbm.n_test=1", "rbm.n_test"),
+    ("rbm_smoke", "critic.dropout=1.0", "critic.dropout"),
+    ("rbm_smoke", "data.batch_size=1000", "data.batch_size=1000"),
+    ("rbm_smoke", "ksd.statistic=w", "ksd.statistic"),
+])
+def test_bad_config_fails_clearly(variant, override, message):
+    with pytest.raises(ValueError, match=message):
+        build_method(_cfg(variant, [override]))
+
+
+def test_unknown_variant_fails_clearly():
+    with pytest.raises(ValueError, match="unknown lsd variant '8gaussian'"):
+        _cfg("8gaussian")
+
+
+def test_every_variant_builds_a_config():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lsd_cfg", CONFIG)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for variant in mod.VARIANTS:
+        cfg = mod.get_config(variant)
+        assert cfg.method == "lsd" and cfg.experiment in ("toy", "rbm_test", "ica")
