@@ -119,8 +119,24 @@ def test_a_few_steps_give_finite_values(estimator):
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state))
 
 
-def test_train_end_to_end_writes_eval_and_figures(tmp_path):
-    cfg = _config(overrides=["estimator=reinforce", "vae.model=linear", "train.ckpt_every=6"])
+def _fake_mnist(directory: Path) -> Path:
+    """MNIST-format IDX files (28x28 uint8 images, labels) with 64 train and 16 test images."""
+    from jaxebm.data.images import encode_idx
+
+    rng = np.random.default_rng(0)
+    directory.mkdir()
+    for stem, n in (("train", 64), ("t10k", 16)):
+        (directory / f"{stem}-images-idx3-ubyte").write_bytes(encode_idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)))
+        (directory / f"{stem}-labels-idx1-ubyte").write_bytes(encode_idx(rng.integers(0, 10, (n,), dtype=np.uint8)))
+    return directory
+
+
+def test_train_end_to_end_on_mnist_files_writes_eval_and_figures(tmp_path):
+    """The MNIST path (784 pixels, 0..255, IDX files) through ``jaxebm train``'s loop."""
+    data_dir = _fake_mnist(tmp_path / "mnist")
+    overrides = ["estimator=reinforce", "vae.model=linear", "train.ckpt_every=6", "data.name=mnist",
+                 f"data.dir={data_dir}", "data.validation_size=16"]
+    cfg = _config(overrides=overrides)
     results = loop.train(cfg, tmp_path / "run")
     assert set(results) >= {"val_elbo", "test_elbo", "grad_var", "log10_grad_var", "logit_grad_var"}
     assert all(np.isfinite(v) for v in results.values())
