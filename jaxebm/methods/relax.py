@@ -41,7 +41,11 @@ ESTIMATORS = ("reinforce", "rebar", "relax")
 
 def _validate(cfg: ml_collections.ConfigDict) -> None:
     if cfg.experiment != "toy":
-        raise ValueError(f"experiment={cfg.experiment!r}: only 'toy' is implemented")
+        raise ValueError(
+            f"experiment={cfg.experiment!r}: method 'relax' runs the toy only; the discrete VAE is "
+            "method 'relax_vae' (configs/relax.py:vae_linear, vae_linear2, vae_nonlinear) and "
+            "CartPole is method 'relax_rl' (configs/relax.py:cartpole)"
+        )
     if cfg.estimator not in ESTIMATORS:
         raise ValueError(f"estimator={cfg.estimator!r}: expected one of {ESTIMATORS}")
     t = cfg.toy
