@@ -38,15 +38,20 @@ TRACES = ("exact", "gaussian", "rademacher")
 
 
 class CNFModel(nnx.Module):
-    """The blocks' dynamics networks and their end times ``T_k = s_k^2``."""
+    """The blocks' dynamics networks and, if trainable, their end times ``T_k = s_k^2``.
+
+    A fixed end time is not a parameter at all: kept in the optimizer, weight decay alone
+    would move it (Adam normalizes the decay term to steps of the full learning rate).
+    """
 
     def __init__(self, dims: list[int], model: ml_collections.ConfigDict, conv: bool, *, rngs):
         self.nets = nnx.List([
             ODENet(d, tuple(model.hidden), layer_type=model.layer_type,
                    activation=model.activation, conv=conv, rngs=rngs) for d in dims
         ])
-        s0 = math.sqrt(model.init_end_time)
-        self.sqrt_end_time = nnx.Param(jnp.full((len(dims),), s0, jnp.float32))
+        if model.train_end_time:
+            s0 = math.sqrt(model.init_end_time)
+            self.sqrt_end_time = nnx.Param(jnp.full((len(dims),), s0, jnp.float32))
 
 
 def _validate(cfg: ml_collections.ConfigDict, ds) -> None:
@@ -94,8 +99,9 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     regularize = cfg.reg.kinetic > 0 or cfg.reg.jac_frobenius > 0
 
     def end_times(params):
-        s = params["sqrt_end_time"][...]
-        return s**2 if cfg.model.train_end_time else jax.lax.stop_gradient(s**2)
+        if not cfg.model.train_end_time:
+            return jnp.full((len(dims),), cfg.model.init_end_time, jnp.float32)
+        return params["sqrt_end_time"][...] ** 2
 
     def dynamics(k):
         """Block k's f(params, t, z); the whole model's params travel as solver args."""

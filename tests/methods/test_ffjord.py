@@ -51,6 +51,14 @@ def test_training_steps_evaluation_and_sampling(variant, overrides):
         assert samples.min() >= 0 and samples.max() <= 1
 
 
+def test_a_fixed_end_time_stays_fixed():
+    cfg = config_lib.load_config(f"{CONFIG}:smoke", ["model.train_end_time=False"] + FAST)
+    method = build_method(cfg)
+    state, _ = _steps(method, 3)
+    assert "sqrt_end_time" not in state["params"]
+    assert method.evaluate(state, jax.random.key(0))["end_time"] == pytest.approx(0.5)
+
+
 def test_loss_decreases_on_8gaussians():
     cfg = config_lib.load_config(f"{CONFIG}:smoke", ["optim.learning_rate=1e-2"])
     _, losses = _steps(build_method(cfg), 30)
