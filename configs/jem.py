@@ -40,10 +40,13 @@ def get_config(arg=None):
         split="test", batch_size=500, max_examples=0, ece_bins=15, ood_sets=("permuted",),
         ood_seed=0, sample_steps=100, sample_init="buffer", num_plot_samples=100))
     cfg.debug = ml_collections.ConfigDict(dict(nan_at_step=-1))  # >= 0: inject a NaN loss there
-    # Divergence (non-finite loss or |loss| > 1e8, the reference's crash bound): restart from
-    # the last good checkpoint with a new seed, half the learning rate, twice the SGLD steps.
+    # Divergence: restart from the last good checkpoint with a new seed, half the learning rate,
+    # twice the SGLD steps. The bound is tighter than the reference's crash bound (1e8): healthy
+    # JEM losses stay within about +-10, and on digits a run whose loss crept to -2e4 and then
+    # -1.6e7 within 200 steps saved a corrupt checkpoint below 1e8, so every rollback restored
+    # a model that had already diverged.
     cfg.train.update(dict(max_rollbacks=3, rollback_scale="optim.learning_rate:0.5,sgld.n_steps:2",
-                          loss_bound=1e8))
+                          loss_bound=1e4))
     cfg.optim.update(dict(name="adam", learning_rate=1e-4, warmup_steps=1000))
 
     if variant.startswith("cifar10"):
@@ -55,16 +58,21 @@ def get_config(arg=None):
         cfg.train.update(dict(num_steps=200 * epoch, log_every=100, ckpt_every=1000,
                               eval_every=10 * epoch))
     elif variant.startswith("digits"):
-        # 8x8 digits, 1437 training images: a small conv net, everything else as in the paper
-        # except a larger learning rate and buffer scaled to the data. Flips would turn digits
-        # into other shapes, so augmentation is a 1-pixel shift only.
+        # 8x8 digits, 1437 training images, in minutes on 2 CPU cores. Measured choices (see
+        # the JEM report): an MLP, 5x faster per step than a (16, 32) conv net on 8x8 inputs here
+        # and no worse in accuracy, calibration or OOD detection; swish, whose samples looked
+        # more like digits than LeakyReLU's; chains clipped to [-1, 1], because unclipped the
+        # LeakyReLU MLP's chains ran off to |log p~(x_q)| ~ 1e7 near step 1900 and training
+        # diverged. Paper-like schedule (x0.3 at 80% and 90%) with a larger learning rate. Flips
+        # would turn digits into other shapes: augmentation is a 1-pixel shift only.
         cfg.data.update(dict(name="digits", batch_size=64))
-        cfg.model.update(dict(kind="convnet", channels=(32, 64)))
+        cfg.model.update(dict(kind="mlp", hidden=(256, 256), activation="swish"))
         cfg.jem.update(dict(pad=1, flip=False))
-        cfg.sgld.update(dict(buffer_size=2000))
-        cfg.optim.update(dict(learning_rate=1e-3, warmup_steps=100))
+        cfg.sgld.update(dict(buffer_size=2000, clip=True))
+        cfg.optim.update(dict(learning_rate=1e-3, warmup_steps=100, schedule="step",
+                              decay_boundaries=(4800, 5400), decay_factor=0.3))
         cfg.eval.update(dict(ood_sets=("permuted", "interp", "noise"), batch_size=180))
-        cfg.train.update(dict(num_steps=3000, log_every=100, ckpt_every=500, eval_every=0))
+        cfg.train.update(dict(num_steps=6000, log_every=100, ckpt_every=500, eval_every=0))
     else:  # smoke: the digits pipeline, tiny
         cfg.data.update(dict(name="digits", batch_size=16))
         cfg.model.update(dict(kind="mlp", hidden=(16,)))

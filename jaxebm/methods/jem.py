@@ -110,17 +110,16 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
     if not (isinstance(j.pad, int) and j.pad >= 0):
         raise ValueError(f"jem.pad must be an integer >= 0, got {j.pad!r}")
 
-    if j.p_x_weight > 0:
-        if not _positive_int(s.n_steps):
-            raise ValueError(f"sgld.n_steps must be a positive integer when jem.p_x_weight > 0, "
-                             f"got {s.n_steps!r}")
-        if not s.step_size > 0 or not s.noise_std >= 0:
-            raise ValueError(f"sgld.step_size must be > 0 and sgld.noise_std >= 0, got "
-                             f"{s.step_size} and {s.noise_std}")
-        if not 0.0 <= s.reinit_prob <= 1.0:
-            raise ValueError(f"sgld.reinit_prob must be in [0, 1], got {s.reinit_prob}")
-        if not _positive_int(s.buffer_size):
-            raise ValueError(f"sgld.buffer_size must be a positive integer, got {s.buffer_size!r}")
+    # The sampler's fields are checked for the baselines too: their figures use the sampler.
+    if not _positive_int(s.n_steps):
+        raise ValueError(f"sgld.n_steps must be a positive integer, got {s.n_steps!r}")
+    if not s.step_size > 0 or not s.noise_std >= 0:
+        raise ValueError(f"sgld.step_size must be > 0 and sgld.noise_std >= 0, got "
+                         f"{s.step_size} and {s.noise_std}")
+    if not 0.0 <= s.reinit_prob <= 1.0:
+        raise ValueError(f"sgld.reinit_prob must be in [0, 1], got {s.reinit_prob}")
+    if not _positive_int(s.buffer_size):
+        raise ValueError(f"sgld.buffer_size must be a positive integer, got {s.buffer_size!r}")
     if s.init not in ("uniform", "gaussian"):
         raise ValueError(f"sgld.init={s.init!r}: expected 'uniform' or 'gaussian'")
     if s.loop not in LOOPS:
@@ -465,7 +464,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                     out[f"auroc_{name}_{score}"] = float("nan")
         return out
 
-    chunk_steps = int(cfg.sgld.n_steps) if core.uses_sampler else 20
+    chunk_steps = int(cfg.sgld.n_steps)  # figures run whole chains of the training length
 
     # Keys are folded inside the jitted chunks: eager key arithmetic would compile programs too.
     @jax.jit
@@ -522,16 +521,18 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         with open(directory / "reliability.txt", "w") as f:  # the number behind the picture
             f.write(f"{kind} {cfg.data.name} ECE {ece:.6f}\n")
         n = e.num_plot_samples
+        steps = -(-e.sample_steps // chunk_steps) * chunk_steps
+        source = e.sample_init if "buffer" in state else "noise"
         x = run_sampler(state, key, 1, n, None)
         paths.append(plots.save_image_grid(
             to_unit(x), directory / "samples.png",
-            title=f"{kind} samples, {e.sample_steps} SGLD steps from {e.sample_init}"))
+            title=f"{kind} samples, {steps} SGLD steps from {source}"))
         per_class = max(1, n // num_classes)
         y = np.repeat(np.arange(num_classes), per_class)
         x = run_sampler(state, key, 2, len(y), y)
         paths.append(plots.save_image_grid(
             to_unit(x), directory / "samples_per_class.png",
-            title=f"{kind} p(x|y), one row per class"))
+            title=f"{kind} p(x|y), one row per class, {steps} steps from {source}"))
         if "buffer" in state:
             buf = np.asarray(state["buffer"].samples)
             pick = np.random.default_rng(0).choice(len(buf), min(n, len(buf)), replace=False)

@@ -61,28 +61,42 @@ def test_smoke_run_rolls_back_once_and_finishes(tmp_path):
         assert (tmp_path / "samples" / png).stat().st_size > 0
 
 
-def test_loss_is_the_weighted_sum_of_its_terms():
-    """loss = w_y CE + w_x (mean log p~(x_q) - mean log p~(x_data)) + w_2 (mean E_d^2 + mean E_q^2),
-    recomputed from the initial parameters, the batch, and the chain outputs the step wrote into
-    the buffer (a buffer so large that the 16 chains get 16 distinct entries)."""
+def _symmetric(x_uint8):
+    return jnp.asarray(x_uint8, jnp.float32) / 16 * 2 - 1  # digits: 17 levels
+
+
+def test_semi_supervised_class_conditional_loss_is_the_weighted_sum_of_its_terms():
+    """loss = w_y CE(x_lab) + w_x (mean log p~(x_q) - mean log p~(x)) + w_2 (mean E(x)^2 + mean
+    E(x_q)^2), recomputed from the initial parameters, the batch (a labelled batch apart from
+    the p(x) batch), and the class-conditional chains' outputs that the step wrote into the
+    buffer (so large that the 10 chains get 10 distinct entries)."""
     w_x, w_y, w_2 = 2.0, 0.5, 0.1  # distinct, so a swapped weight cannot pass
     cfg = _cfg(overrides=[f"jem.p_x_weight={w_x}", f"jem.p_y_given_x_weight={w_y}",
                           f"jem.l2_energy_weight={w_2}", "sgld.buffer_size=100000",
-                          "jem.data_noise=0.0", "jem.pad=0"])
+                          "jem.data_noise=0.0", "jem.pad=0", "data.labels_per_class=3",
+                          "data.batch_size=10", "jem.class_conditional=True"])
     method = build_method(cfg)
+    ds = method.data
+    assert ds.num_labelled == 30
+    assert np.all(np.bincount(ds.labelled.split("train")["y"], minlength=10) == 3)
+    batch, again = ds.train_batch(0), ds.train_batch(0)
+    assert set(batch) == {"x", "x_lab", "y_lab"} and batch["x"].shape == (10, 8, 8, 1)
+    for k in batch:
+        np.testing.assert_array_equal(batch[k], again[k])
+
     state0 = jax.jit(method.init)(jax.random.key(0))
     params0 = state0["params"]
+    assert state0["buffer"].num_classes == 10
     before = np.asarray(state0["buffer"].samples)
-    batch = method.data.train_batch(0)
     state, m = jax.jit(method.train_step)(jax.tree.map(jnp.copy, state0), batch, jax.random.key(1))
     after = np.asarray(state["buffer"].samples)
     changed = np.flatnonzero(np.any(after != before, axis=(1, 2, 3)))
-    assert len(changed) == 16
+    assert len(changed) == 10
 
     core = jem.make_core(cfg, (8, 8, 1), 10, 17)
-    logits = core.apply(params0, jnp.asarray(batch["x"], jnp.float32) / 16 * 2 - 1)
-    ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(16), batch["y"]])
-    lp_data = jax.nn.logsumexp(logits, axis=-1)
+    logits_lab = core.apply(params0, _symmetric(batch["x_lab"]))
+    ce = -jnp.mean(jax.nn.log_softmax(logits_lab)[jnp.arange(10), batch["y_lab"]])
+    lp_data = jax.nn.logsumexp(core.apply(params0, _symmetric(batch["x"])), axis=-1)
     lp_q = jax.nn.logsumexp(core.apply(params0, jnp.asarray(after[changed])), axis=-1)
     expected = (w_y * ce + w_x * (jnp.mean(lp_q) - jnp.mean(lp_data))
                 + w_2 * (jnp.mean(lp_data**2) + jnp.mean(lp_q**2)))
@@ -98,28 +112,22 @@ def test_loss_is_the_weighted_sum_of_its_terms():
     assert samples.shape == (25, 8, 8, 1) and samples.min() >= 0 and samples.max() <= 1
 
 
-def test_baseline_has_no_sampler_and_learns():
-    method = build_method(_cfg("smoke", ["jem.p_x_weight=0.0", "optim.learning_rate=1e-2",
-                                         "data.batch_size=64", "model.hidden=(64,)"]))
+def test_baseline_is_cross_entropy_on_the_shared_batch_and_learns():
+    cfg = _cfg("smoke", ["jem.p_x_weight=0.0", "optim.learning_rate=1e-2", "data.batch_size=64",
+                         "model.hidden=(64,)", "jem.data_noise=0.0", "jem.pad=0"])
+    method = build_method(cfg)
     state, history = _steps(method, 30)
     assert "buffer" not in state and "logpx_sample" not in history[0]
+    # the first step's metrics are those of the initial parameters on batch 0
+    params0 = jax.jit(method.init)(loop.root_key(0))["params"]
+    batch = method.data.train_batch(0)
+    logits = jem.make_core(cfg, (8, 8, 1), 10, 17).apply(params0, _symmetric(batch["x"]))
+    ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(64), batch["y"]])
+    np.testing.assert_allclose(history[0]["ce"], float(ce), rtol=1e-5)
+    np.testing.assert_allclose(history[0]["loss"], float(ce), rtol=1e-5)
+    np.testing.assert_allclose(history[0]["logpx_data"],
+                               float(jnp.mean(jax.nn.logsumexp(logits, axis=-1))), rtol=1e-5)
     assert np.mean([h["ce"] for h in history[-5:]]) < np.mean([h["ce"] for h in history[:5]]) - 0.5
-
-
-def test_semi_supervised_stream_and_class_conditional_step():
-    cfg = _cfg("smoke", ["data.labels_per_class=3", "data.batch_size=10",
-                         "jem.class_conditional=True"])
-    method = build_method(cfg)
-    ds = method.data
-    assert ds.num_labelled == 30
-    lab = ds.labelled.split("train")
-    assert np.all(np.bincount(lab["y"], minlength=10) == 3)
-    b0, b0_again = ds.train_batch(0), ds.train_batch(0)
-    assert set(b0) == {"x", "x_lab", "y_lab"} and b0["x"].shape == (10, 8, 8, 1)
-    for k in b0:
-        np.testing.assert_array_equal(b0[k], b0_again[k])
-    state, history = _steps(method, 2)
-    assert state["buffer"].num_classes == 10 and np.isfinite(history[-1]["loss"])
 
 
 def test_cifar10_config_runs_under_tfds_mock_data():
