@@ -171,7 +171,8 @@ def _run_steps(run: _Run, method: Method, state, start: int):
     t = cfg.train
     step_fn = guarded_step(method, float(t.loss_bound))
     root = root_key(cfg.seed, run.rollbacks)
-    bad = jnp.asarray(-1, jnp.int32)
+    # placed like the step's output, so the second step reuses the first step's compilation
+    bad = jax.device_put(jnp.asarray(-1, jnp.int32), run.replicated)
     pending: list[dict] = []
     progress = None
     if t.progress and jax.process_index() == 0:
