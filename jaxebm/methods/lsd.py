@@ -208,6 +208,8 @@ def _validate_toy(cfg: ml_collections.ConfigDict, ds) -> None:
         check_positive(cfg.model[field], f"model.{field}", integer=True)
         check_positive(cfg.critic[field], f"critic.{field}", integer=True)
     check_positive(cfg.model.init_size, "model.init_size", integer=True)
+    if not 0.0 <= cfg.model.ema_decay < 1.0:
+        raise ValueError(f"model.ema_decay must be in [0, 1), got {cfg.model.ema_decay}")
     for field in ("grid_bound", "plot_bound"):
         check_positive(cfg.eval[field], f"eval.{field}")
     for field in ("grid_size", "plot_grid_size", "num_plot_samples", "stein_examples", "chunk"):
@@ -242,6 +244,7 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
     critic_opt = make_optimizer(cfg.critic_optim, "critic_optim")
     c_loss = critic_loss_fn(lsd.critic_objective, lsd.l2)
     cycle = lsd.c_iters + 1
+    ema_decay = float(cfg.model.ema_decay)
 
     def log_q(ebm_params, x):
         return ebm_flat.module(ebm_params)(x)
@@ -253,9 +256,12 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
         k_ebm, k_critic = jax.random.split(key)
         ebm_params = Flat.of(make_ebm(nnx.Rngs(k_ebm)))
         critic_params = Flat.of(make_critic(nnx.Rngs(k_critic)))
-        return {"ebm": ebm_params, "critic": critic_params,
-                "ebm_opt": model_opt.init(ebm_params), "critic_opt": critic_opt.init(critic_params),
-                "step": jnp.zeros((), jnp.int32)}
+        state = {"ebm": ebm_params, "critic": critic_params,
+                 "ebm_opt": model_opt.init(ebm_params),
+                 "critic_opt": critic_opt.init(critic_params), "step": jnp.zeros((), jnp.int32)}
+        if ema_decay:  # zero-started average and its weight, for the bias-corrected mean
+            state.update(ebm_ema=jnp.zeros_like(ebm_params), ema_weight=jnp.zeros((), jnp.float32))
+        return state
 
     def critic_update(state, x, eps):
         # The model's score enters as data: reverse mode, one backward pass of the energy.
@@ -287,6 +293,9 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
         (loss, stat), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["ebm"])
         updates, opt = model_opt.update(grads, state["ebm_opt"], state["ebm"])
         new = dict(state, ebm=optax.apply_updates(state["ebm"], updates), ebm_opt=opt)
+        if ema_decay:
+            new["ebm_ema"] = ema_decay * state["ebm_ema"] + (1.0 - ema_decay) * new["ebm"]
+            new["ema_weight"] = ema_decay * state["ema_weight"] + (1.0 - ema_decay)
         return new, {"lsd": loss, "critic_loss": c_loss(SteinTerms(stat, sq_norm)),
                      "sq_norm": jnp.mean(sq_norm)}
 
@@ -338,6 +347,12 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
             out[f"nll_box{b:g}"] = float(v)
         out["lsd_test"] = float(lsd_test)
         out["critic_sq_norm"] = float(sq_norm)
+        if ema_decay and float(state["ema_weight"]) > 0:
+            ema = state["ebm_ema"] / state["ema_weight"]
+            nlls_ema, _, _ = _evaluate(ema, state["critic"], jnp.asarray(test))
+            out["nll_ema"] = float(nlls_ema[0])
+            for (b, _), v in zip(boxes[1:], nlls_ema[1:]):
+                out[f"nll_ema_box{b:g}"] = float(v)
         if cfg.data.name in data_lib.TOY_LOG_DENSITIES:  # the true density's NLL, the floor
             out["true_nll"] = float(-np.mean(data_lib.TOY_LOG_DENSITIES[cfg.data.name](test)))
         out["optimizer_steps"] = float(state["step"])

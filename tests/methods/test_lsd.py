@@ -192,13 +192,17 @@ def test_toy_samples_and_the_gaussian_base_alone_against_its_closed_form(toy):
     np.testing.assert_allclose(out["nll"], gauss_nll + log_mass, atol=2e-3)
 
 
-def test_toy_several_steps_per_call_count_optimizer_steps():
-    method = build_method(_cfg("smoke", ["lsd.steps_per_call=3"]))
+def test_toy_several_steps_per_call_count_optimizer_steps_and_average_the_energy():
+    method = build_method(_cfg("smoke", ["lsd.steps_per_call=3", "model.ema_decay=0.5"]))
     assert method.data.batch_size == 3 * 64
     states, metrics = _run(method, 2)
     assert int(states[-1]["step"]) == 6
     assert metrics[0]["model_step"] == pytest.approx(1 / 3)
     assert all(np.isfinite(m["loss"]) for m in metrics)
+    # one model step (step 0) so far: the bias-corrected average is that step's parameters
+    state = states[-1]
+    assert float(state["ema_weight"]) == pytest.approx(0.5)
+    np.testing.assert_allclose(state["ebm_ema"] / state["ema_weight"], state["ebm"], rtol=1e-6)
 
 
 # ------------------------------------------------------------------ the RBM test method
