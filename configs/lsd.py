@@ -35,7 +35,7 @@ def _toy(cfg, name):
         hidden=300, n_hidden=2, init="torch", base_dist=True, init_size=1000,
         # > 0: also evaluate a bias-corrected exponential moving average of the energy's
         # parameters, updated after every model step (reported as nll_ema; not in the paper)
-        ema_decay=0.99))
+        ema_decay=0.0))
     cfg.critic = ml_collections.ConfigDict(dict(hidden=300, n_hidden=2, init="torch"))
     cfg.lsd = ml_collections.ConfigDict(dict(
         c_iters=5, l2=10.0, trace="gaussian", critic_objective="stein",
