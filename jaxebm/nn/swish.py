@@ -40,11 +40,16 @@ class Swish(nnx.Module):
         beta = self.beta[...]
         return x * jax.nn.sigmoid(beta[None, :] * x)
 
-    def jvp(self, x: Array, t: Array) -> tuple[Array, Array]:
-        """``(swish(x), swish'(x) * t)`` with ``swish'(x) = s + beta x s (1 - s)``, ``s = sigma(beta x)``."""
+    def value_and_derivative(self, x: Array) -> tuple[Array, Array]:
+        """``(swish(x), swish'(x))`` with ``swish'(x) = s + beta x s (1 - s)``, ``s = sigma(beta x)``."""
         beta = self.beta[...][None, :]
         s = jax.nn.sigmoid(beta * x)
-        return x * s, (s + beta * x * s * (1.0 - s)) * t
+        return x * s, s + beta * x * s * (1.0 - s)
+
+    def jvp(self, x: Array, t: Array) -> tuple[Array, Array]:
+        """``(swish(x), swish'(x) * t)``."""
+        value, slope = self.value_and_derivative(x)
+        return value, slope * t
 
 
 def _uniform_fan_in(fan_in: int):
@@ -127,3 +132,37 @@ class SmallMLP(nnx.Module):
         if self.out_features == 1:
             return out[:, 0], dout[:, 0]
         return out, dout
+
+    def value_and_trace(self, x: Array, *, key: Array | None = None) -> tuple[Array, Array]:
+        r"""``(f(x), tr df/dx)`` per row, exactly, for a square map with one or two hidden layers.
+
+        With kernels ``K_1 (D, H), K_2 (H, H), K_3 (H, D)`` (``y = h K + b``) and per-row slopes
+        ``d_l`` of the activations (times the dropout masks), the Jacobian is
+        :math:`K_3^\top D_2 K_2^\top D_1 K_1^\top`, and by the cyclic property of the trace
+
+        .. math::  \operatorname{tr} J = d_1^\top \big(K_2 \circ (K_3 K_1)^\top\big)\, d_2 ,
+
+        one ``(H, H)`` product per row, the cost of one Hutchinson probe, with no probe noise
+        (one hidden layer: :math:`d_1 \cdot \operatorname{diag}(K_2 K_1)`).
+        """
+        n = x.shape[0]
+        if self.out.kernel.shape[1] != x.reshape((n, -1)).shape[1] or len(self.layers) > 2:
+            raise ValueError("value_and_trace needs a square map (out = in) with 1 or 2 hidden "
+                             "layers")
+        h = x.reshape((n, -1))
+        slopes = []
+        for i, (layer, act) in enumerate(zip(self.layers, self.acts)):
+            h, d = act.value_and_derivative(layer(h))
+            if key is not None and self.dropout_rate > 0.0:
+                keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - self.dropout_rate,
+                                            h.shape)
+                scale = jnp.where(keep, 1.0 / (1.0 - self.dropout_rate), 0.0).astype(h.dtype)
+                h, d = h * scale, d * scale
+            slopes.append(d)
+        k_first, k_last = self.layers[0].kernel[...], self.out.kernel[...]
+        if len(self.layers) == 1:
+            trace = slopes[0] @ jnp.sum(k_last * k_first.T, axis=1)
+        else:
+            g = self.layers[1].kernel[...] * (k_last @ k_first).T
+            trace = jnp.sum((slopes[0] @ g) * slopes[1], axis=1)
+        return self.out(h), trace

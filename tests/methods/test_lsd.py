@@ -66,6 +66,24 @@ def test_small_mlp_jvp_matches_autodiff(out, rate):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_hidden, rate", [(1, 0.0), (2, 0.0), (2, 0.5)])
+def test_small_mlp_exact_trace_in_closed_form_matches_the_jacobian(n_hidden, rate):
+    net = SmallMLP(4, 4, hidden=7, n_hidden=n_hidden, dropout_rate=rate, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (5, 4))
+    key = jax.random.key(3) if rate else None
+    graphdef, params = nnx.split(net)
+
+    @jax.jit
+    def both(params):
+        m = nnx.merge(graphdef, params)
+        jac = jax.jacfwd(lambda z: m(z, key=key))(x)  # (5, 4, 5, 4): rows use their own masks
+        return m.value_and_trace(x, key=key), m(x, key=key), jnp.einsum("iaia->i", jac)
+
+    (f, trace), f_direct, trace_direct = both(params)
+    np.testing.assert_allclose(f, f_direct, rtol=1e-6)
+    np.testing.assert_allclose(trace, trace_direct, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("base", [True, False])
 def test_ebm_jvp_is_the_score_along_v(base):
     from ml_collections import ConfigDict
@@ -276,6 +294,7 @@ def test_rbm_evaluation_reports_power_per_test_and_sigma(rbm_run):
     ("rbm_smoke", "critic.dropout=1.0", "critic.dropout"),
     ("rbm_smoke", "data.batch_size=1000", "data.batch_size=1000"),
     ("rbm_smoke", "ksd.statistic=w", "ksd.statistic"),
+    ("rbm_smoke", "lsd.trace=hutch", "lsd.trace='hutch'"),
 ])
 def test_bad_config_fails_clearly(variant, override, message):
     with pytest.raises(ValueError, match=message):
