@@ -19,15 +19,22 @@ one optimizer step per training step (so a step here is what the issue counts as
    steps 0, 6, 12, ... update the model, as the reference's ``itr % (c_iters + 1) == 0``).
 
 The branch is a ``lax.cond`` on a step counter held in the state, so each harness step is exactly
-one optimizer step of one of the two networks. The energy is a 2-300-300-1 Swish MLP plus, with
-``model.base_dist``, a learned diagonal Gaussian log density initialized at the mean and standard
-deviation of 1000 data points.
+one optimizer step of one of the two networks (``lsd.steps_per_call = k > 1`` runs k of them per
+harness step, each on its own fresh batch, in one ``lax.scan``: the same algorithm with the
+harness's per-step overhead paid once per k steps; ``train.num_steps`` then counts calls). The
+energy is a 2-300-300-1 Swish MLP plus, with ``model.base_dist``, a learned diagonal Gaussian log
+density initialized at the mean and standard deviation of 1000 data points. In the model step
+:math:`s_q^\top f` is computed forwards, as the derivative of :math:`\log \tilde q` along
+:math:`f` (one JVP), rather than by differentiating the score a second time.
 
 Evaluation: the test NLL with the normalizer from the midpoint rule on a grid
-(:func:`jaxebm.eval.grid.grid_nll`), reported for ``eval.grid_bound``; the LSD estimate on test
+(:func:`jaxebm.eval.grid.grid_nll`) over ``[-grid_bound, grid_bound]^2`` (``nll``) and over the
+smaller ``compare_bounds`` boxes with the same cells (``nll_box4``: a box that drops the model's
+mass outside it reads lower); with ``model.ema_decay > 0`` also for a bias-corrected moving
+average of the energy's parameters (``nll_ema``, not part of the paper); the LSD estimate on test
 data with the exact trace. Sampling: exact draws from the grid-normalized density (a cell by its
-probability, then uniformly within the cell), i.e. from the model restricted to the grid box and
-discretized to its cells; no Markov chain, so no chain bias.
+probability, then uniformly within the cell), i.e. from the model restricted to the plotting box
+and discretized to its cells; no Markov chain, so no chain bias.
 
 Other experiments of the paper are built here too, chosen by ``config.experiment``:
 ``rbm_test`` (the goodness-of-fit test, :mod:`jaxebm.methods.lsd_gof`) and ``ica``
