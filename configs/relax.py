@@ -47,6 +47,9 @@ def get_config(arg=None):
         init_eta=1.0,  # REBAR
         init_temperature=0.5,  # REBAR and RELAX: lambda, learned as log lambda
         hidden=10,  # RELAX's Q: tanh units
+        q_learned_scale=True,  # Q's output times a learned scale (TF toy's q_scale)
+        q_scale_init=0.0,  # ... initialised at 0: RELAX starts as REINFORCE
+        relax_cv="q",  # q: c = Q(sigma_lambda(z)) (paper's figure) | f_plus_q: f(sigma) + Q
         shared_noise=True,  # z~ from z's noise (v_from_u), as the papers' code
     ))
     cfg.optim = optim_config(learning_rate=0.01)  # the logits: Adam 0.01

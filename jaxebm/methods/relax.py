@@ -7,7 +7,11 @@ step, as in the paper's ``toy.py``. Each step, with the estimator chosen by ``co
 1. draw ``b``; estimate :math:`g \approx \nabla_{\rm logits}\mathbb{E}[f(b)]` with REINFORCE,
    REBAR (:math:`c = \eta f(\sigma_\lambda(z))`, :math:`\eta` init 1, :math:`\lambda` init 0.5)
    or RELAX (:math:`c_\phi(z) = Q_\phi(\sigma_\lambda(z))`, ``Q`` a 10-unit tanh net on
-   :math:`2\sigma_\lambda(z) - 1`);
+   :math:`2\sigma_\lambda(z) - 1` whose linear output is multiplied by a learned scale
+   initialised at 0, so RELAX starts as REINFORCE: the paper's TF toy, ``rebar_toy.py`` with
+   ``relaxed="super"``; ``toy.relax_cv="f_plus_q"`` gives its ``relaxed=True`` variant
+   :math:`f(\sigma_\lambda(z)) + Q_\phi(\sigma_\lambda(z))` and ``toy.q_learned_scale=False``
+   drops the scale);
 2. logits ``<- Adam(g)`` and, for REBAR/RELAX, the control variate's parameters
    ``<- Adam(d g^2 / d phi)``, both at ``optim.learning_rate`` (the paper's 0.01). The variance
    gradient never enters the logits' update.
@@ -37,6 +41,8 @@ from jaxebm.train.method import Method
 from jaxebm.train.optim import make_optimizer
 
 ESTIMATORS = ("reinforce", "rebar", "relax")
+# RELAX toy control variates: Q alone (the paper's figure, TF relaxed="super") or f(sigma) + Q.
+RELAX_CONTROL_VARIATES = ("q", "f_plus_q")
 
 
 def _validate(cfg: ml_collections.ConfigDict) -> None:
@@ -54,6 +60,8 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
             raise ValueError(f"toy.{field} must be a positive integer, got {t[field]!r}")
     if not t.init_temperature > 0:
         raise ValueError(f"toy.init_temperature must be > 0, got {t.init_temperature}")
+    if t.relax_cv not in RELAX_CONTROL_VARIATES:
+        raise ValueError(f"toy.relax_cv={t.relax_cv!r}: expected one of {RELAX_CONTROL_VARIATES}")
     unknown = [name for name in cfg.figure.estimators if name not in ESTIMATORS]
     if unknown:
         raise ValueError(f"figure.estimators has unknown names {unknown}; expected some of {ESTIMATORS}")
@@ -68,14 +76,29 @@ def _glorot(key: jax.Array, n_in: int, n_out: int) -> jax.Array:
 
 
 def q_func(net: dict, soft: jax.Array) -> jax.Array:
-    """The toy's surrogate Q(sigma): dense tanh layer on 2 sigma - 1, then a linear scalar."""
+    """The toy's surrogate Q(sigma): dense tanh layer on 2 sigma - 1, then a linear scalar,
+    times the learned output scale ``net["scale"]`` where the net has one."""
     h = jnp.tanh((2.0 * soft - 1.0) @ net["w1"] + net["b1"])
-    return (h @ net["w2"] + net["b2"])[0]
+    out = (h @ net["w2"] + net["b2"])[0]
+    if "scale" in net:
+        # With the scale at 0 the net's weights get no variance gradient at first; the scale
+        # grows from 0 and the net follows (TF toy: q_scale, constant initializer 0).
+        out = net["scale"][0] * out
+    return out
 
 
-def relax_control_variate(cv: dict, z: jax.Array) -> jax.Array:
-    """c_phi(z) = Q_phi(sigma_lambda(z)), with lambda = exp(log_temperature) learned too."""
-    return q_func(cv["net"], bernoulli_soft(z, jnp.exp(cv["log_temperature"])))
+def make_relax_control_variate(f, form: str = "q"):
+    """c_phi(z) = Q_phi(sigma_lambda(z)) (``"q"``) or f(sigma_lambda(z)) + Q_phi(sigma_lambda(z))
+    (``"f_plus_q"``), with lambda = exp(log_temperature) learned too."""
+    if form not in RELAX_CONTROL_VARIATES:
+        raise ValueError(f"relax control variate {form!r}: expected one of {RELAX_CONTROL_VARIATES}")
+
+    def control_variate(cv: dict, z: jax.Array) -> jax.Array:
+        soft = bernoulli_soft(z, jnp.exp(cv["log_temperature"]))
+        q = q_func(cv["net"], soft)
+        return f(soft) + q if form == "f_plus_q" else q
+
+    return control_variate
 
 
 class Toy:
@@ -88,6 +111,7 @@ class Toy:
         self.target = jnp.full((self.t.num_latents,), self.t.target, jnp.float32)
         self.opt_theta = make_optimizer(cfg.optim)
         self.opt_cv = make_optimizer(cfg.cv_optim, "cv_optim")
+        self.relax_cv = make_relax_control_variate(self.f, self.t.relax_cv)
 
     # ------------------------------------------------------------------------- the objective
 
@@ -114,6 +138,8 @@ class Toy:
                 "w2": _glorot(k2, t.hidden, 1),
                 "b2": jnp.zeros((1,), jnp.float32),
             }
+            if t.q_learned_scale:
+                net["scale"] = jnp.full((1,), t.q_scale_init, jnp.float32)
             cv = {"net": net, "log_temperature": log_temperature}
         else:
             cv = {}
@@ -138,7 +164,7 @@ class Toy:
             )
             return g, {"eta": d_eta, "log_temperature": d_log_temperature}
         return est.relax_with_cv_grad(
-            self.f, relax_control_variate, cv, logits, key=key, num_samples=n, shared_noise=shared
+            self.f, self.relax_cv, cv, logits, key=key, num_samples=n, shared_noise=shared
         )
 
     def train_step(self, state: dict, batch: Any, key: jax.Array) -> tuple[dict, dict]:

@@ -77,6 +77,7 @@ def test_evaluate_sample_and_figure(tmp_path):
         ("estimator=lax", "estimator"),
         ("toy.batch_size=0", "toy.batch_size"),
         ("toy.init_temperature=0.0", "toy.init_temperature"),
+        ("toy.relax_cv=eta_f_plus_q", "toy.relax_cv"),
         ("eval.variance_samples=1", "eval.variance_samples"),
         ("experiment=vae", "experiment"),
         ("figure.estimators=('relax', 'lax')", "figure.estimators"),
@@ -85,3 +86,59 @@ def test_evaluate_sample_and_figure(tmp_path):
 def test_bad_config_fails_naming_the_field(override, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         build_method(_config(overrides=[override]))
+
+
+def _toy_estimate(overrides, estimator, key):
+    cfg = _config("toy", list(overrides) + [f"estimator={estimator}"])
+    toy = relax_method.Toy(cfg, estimator)
+    state = toy.init(jax.random.key(3))
+    return toy, state, toy.estimate(state["logits"], state["cv"], key)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_relax_q_scale_at_zero_starts_as_reinforce(seed):
+    """Q's output scale initialised at 0 (the TF toy): c = 0, so g is REINFORCE's sample, and
+    d g^2 / d phi vanishes for everything but the scale, d g^2/d s = -2 g Q(z~) score."""
+    key = jax.random.key(seed)
+    toy, state, (g, d_cv) = _toy_estimate([], "relax", key)
+    _, _, (g_reinforce, _) = _toy_estimate([], "reinforce", key)
+    np.testing.assert_array_equal(g, g_reinforce)
+    for name in ("w1", "b1", "w2", "b2"):
+        np.testing.assert_array_equal(d_cv["net"][name], 0.0)
+    np.testing.assert_array_equal(d_cv["log_temperature"], 0.0)
+    # the scale's gradient by hand: g(s) = [f(b) - s Q(z~)] score + s (dQ(z)/dtheta - dQ(z~)/dtheta)
+    from jaxebm.estimators import relaxations as rx
+
+    logits = state["logits"]
+    u = rx.uniform_open(jax.random.split(key)[0], logits.shape)
+    z = rx.bernoulli_reparameterize(logits, u)
+    b = rx.bernoulli_hard(z)
+    unscaled = {k: v for k, v in state["cv"]["net"].items() if k != "scale"}
+    temperature = jnp.exp(state["cv"]["log_temperature"])
+
+    def q(lg, conditional):
+        zz = rx.bernoulli_reparameterize(lg, u)
+        zz = rx.bernoulli_conditional_shared(lg, b, zz) if conditional else zz
+        return relax_method.q_func(unscaled, rx.bernoulli_soft(zz, temperature))
+
+    dg_ds = -q(logits, True) * rx.bernoulli_score(logits, b) + jax.grad(
+        lambda lg: q(lg, False) - q(lg, True)
+    )(logits)
+    np.testing.assert_allclose(d_cv["net"]["scale"], 2.0 * g * dg_ds, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_relax_f_plus_q_with_zero_scale_is_rebar_with_eta_one(seed):
+    """c = f(sigma_lambda(z)) + 0 * Q is REBAR's c with eta = 1: same g, same d g^2/d log lambda."""
+    key = jax.random.key(seed)
+    _, _, (g, d_cv) = _toy_estimate(["toy.relax_cv=f_plus_q"], "relax", key)
+    _, _, (g_rebar, d_rebar) = _toy_estimate([], "rebar", key)
+    np.testing.assert_allclose(g, g_rebar, rtol=1e-6)
+    np.testing.assert_allclose(d_cv["log_temperature"], d_rebar["log_temperature"], rtol=1e-5, atol=1e-12)
+
+
+def test_relax_without_scale_uses_the_bare_net():
+    """toy.q_learned_scale=False: no scale leaf, and the net's weights get a variance gradient."""
+    _, state, (_, d_cv) = _toy_estimate(["toy.q_learned_scale=False"], "relax", jax.random.key(0))
+    assert "scale" not in state["cv"]["net"]
+    assert float(jnp.sum(jnp.abs(d_cv["net"]["w1"]))) > 0.0
