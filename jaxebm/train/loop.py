@@ -91,6 +91,14 @@ def _prepare_workdir(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
     config_lib.save_config(cfg, path)
 
 
+def _build(cfg: ml_collections.ConfigDict, rollbacks: int, mesh) -> Method:
+    """The method of ``cfg`` as scaled after ``rollbacks`` rollbacks; validates the config."""
+    method = build_method(config_lib.scaled_for_rollback(cfg, rollbacks))
+    if method.data is not None:
+        sharding.check_batch_size(method.data.batch_size, mesh)
+    return method
+
+
 class _Run:
     """Mutable bookkeeping of one ``train`` call."""
 
@@ -104,10 +112,7 @@ class _Run:
         self.rollbacks = 0
 
     def build(self) -> Method:
-        method = build_method(config_lib.scaled_for_rollback(self.cfg, self.rollbacks))
-        if method.data is not None:
-            sharding.check_batch_size(method.data.batch_size, self.mesh)
-        return method
+        return _build(self.cfg, self.rollbacks, self.mesh)
 
     def initial_state(self, method: Method):
         """Restores the latest checkpoint, or initializes at step 0."""
@@ -128,12 +133,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Trains ``cfg`` in ``workdir`` (resuming from its latest checkpoint); returns final eval."""
     config_lib.validate_common(cfg)
     workdir = Path(workdir)
+    # A new workdir gets nothing written until its config has built a method, so a bad config
+    # (unknown dataset, bad shapes, missing data) fails before any folder is created.
+    fresh = not (workdir / "config.json").is_file()
+    method = _build(cfg, 0, sharding.make_mesh()) if fresh else None
     _prepare_workdir(cfg, workdir)
     run = _Run(cfg, workdir)
     latest = run.ckpts.latest_step()
     if latest is not None:
         run.rollbacks = int(run.ckpts.record(latest).get("rollbacks", 0))
-    method = run.build()
+    if method is None or run.rollbacks:
+        method = run.build()
     state, start = run.initial_state(method)
     while True:
         try:

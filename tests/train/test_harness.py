@@ -87,6 +87,16 @@ def test_bad_config_values_fail_before_training(tmp_path, override, message):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_bad_method_config_writes_nothing(tmp_path):
+    """A config the method's build rejects fails before the workdir gets any file or folder."""
+    cfg = _toy_method.get_config()
+    cfg.model.dim = -1  # numpy cannot draw a (-1,)-shaped weight vector
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError):
+        loop.train(cfg, workdir)
+    assert not workdir.exists()
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.num_stepz=3", "unknown config field 'train.num_stepz'"),
     ("nosuch.a=3", "unknown config field 'nosuch'"),
