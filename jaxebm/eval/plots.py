@@ -11,6 +11,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """Writes ``fig`` to ``path`` (creating its folder), closes it and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def curve_panels(ax_left, ax_right, left: tuple[str, str, str], right: tuple[str, str, str]):
+    """Labels two side-by-side curve panels, ``(xlabel, ylabel, title)`` each, with legends."""
+    for ax, (xlabel, ylabel, title) in ((ax_left, left), (ax_right, right)):
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.legend()
+    ax_left.figure.tight_layout()
+
+
 def image_grid(images: np.ndarray, ncols: int | None = None) -> np.ndarray:
     """Tiles (N, H, W, C) images in [0, 1] into one (rows*H, cols*W, C) array with 1px gaps."""
     n, h, w, c = images.shape
@@ -31,9 +48,7 @@ def save_image_grid(images: np.ndarray, path: Path, title: str | None = None) ->
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    fig.savefig(path, bbox_inches="tight", dpi=150)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=150)
 
 
 def save_points(points: np.ndarray, path: Path, bounds: float = 4.0, title: str = "samples") -> Path:
@@ -42,9 +57,7 @@ def save_points(points: np.ndarray, path: Path, bounds: float = 4.0, title: str 
     ax.set_title(title)
     ax.set_aspect("equal")
     ax.set_axis_off()
-    fig.savefig(path, bbox_inches="tight", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def save_samples(samples: np.ndarray, path: Path) -> Path:
@@ -73,6 +86,4 @@ def save_density_and_samples(log_density: np.ndarray, samples: np.ndarray, data:
         ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    fig.savefig(path, bbox_inches="tight", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

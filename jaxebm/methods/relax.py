@@ -236,9 +236,7 @@ def run_toy(
 
 def plot_toy(traces: dict[str, list[dict]], variance_every: int, path: Path, target: float) -> Path:
     """The paper's Figure 1: loss and log10 Var[g] over steps, one curve per estimator and seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from jaxebm.eval import plots  # sets the Agg backend
     import matplotlib.pyplot as plt
 
     colors = {"reinforce": "tab:blue", "rebar": "tab:orange", "relax": "tab:green"}
@@ -252,15 +250,9 @@ def plot_toy(traces: dict[str, list[dict]], variance_every: int, path: Path, tar
                 log_var = np.asarray(trace["log10_var"])
                 steps = variance_every * np.arange(1, len(log_var) + 1)
                 ax_var.plot(steps, log_var, color=colors.get(name), alpha=0.7, lw=1, label=label)
-    ax_loss.set(xlabel="step", ylabel="loss", title=f"E[(b - {target})^2]")
-    ax_var.set(xlabel="step", ylabel="log10 Var[g]", title="gradient variance")
-    ax_loss.legend()
-    ax_var.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    plots.curve_panels(ax_loss, ax_var, ("step", "loss", f"E[(b - {target})^2]"),
+                       ("step", "log10 Var[g]", "gradient variance"))
+    return plots.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------- build

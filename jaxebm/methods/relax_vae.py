@@ -461,9 +461,7 @@ class DiscreteVAE:
 
 def plot_curves(records: list[dict], path: Path, title: str) -> Path | None:
     """Train ELBO (logged means), validation ELBO and log10 gradient variance over steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from jaxebm.eval import plots  # sets the Agg backend
     import matplotlib.pyplot as plt
 
     train = [(r["step"], r["elbo"]) for r in records if r["split"] == "train" and r.get("elbo") is not None]
@@ -477,15 +475,9 @@ def plot_curves(records: list[dict], path: Path, title: str) -> Path | None:
         ax_elbo.plot([r["step"] for r in evals], [r["val_elbo"] for r in evals], "o-", label="validation")
         ax_var.plot([r["step"] for r in evals], [r.get("log10_grad_var") for r in evals], "o-", label="encoder weights")
         ax_var.plot([r["step"] for r in evals], [r.get("log10_logit_grad_var") for r in evals], "s-", label="logits")
-    ax_elbo.set(xlabel="step", ylabel="ELBO (nats)", title=title)
-    ax_var.set(xlabel="step", ylabel="log10 Var[gradient]", title="gradient variance")
-    ax_elbo.legend()
-    ax_var.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    plots.curve_panels(ax_elbo, ax_var, ("step", "ELBO (nats)", title),
+                       ("step", "log10 Var[gradient]", "gradient variance"))
+    return plots.save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------- build
