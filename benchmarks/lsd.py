@@ -8,8 +8,9 @@ Rows (one JSON line each):
   at a critic (1) or model (0) position.
 * ``toy_harness_step``: what ``jaxebm train`` runs per step: a fresh numpy batch, the harness's
   guarded (finite-checked, state-donating) step, alternating 5 critic steps and 1 model step;
-  with ``steps_per_call = k`` each harness step runs k optimizer steps, and the times are
-  divided by k. ``ms_per_step`` (per optimizer step of either network) is the number to compare
+  with ``steps_per_call = k`` each harness step runs k optimizer steps (whole cycles of 5 critic
+  steps and a model step batched and branch-free, see ``jaxebm.methods.lsd``), and the times
+  are divided by k; the toy config's default is k = 100. ``ms_per_step`` (per optimizer step of either network) is the number to compare
   with the reference's 7.6 ms per step.
 * ``rbm_critic_step``: one harness step of ``configs/lsd.py:rbm_test`` updates all
   ``len(sigmas) * n_reps`` critics (batch 800, 50-300-300-50 with dropout, power objective);
@@ -73,7 +74,8 @@ def _row(name: str, result: dict, **extra) -> None:
 
 
 def toy(calls: int, repeats: int, per_calls: tuple[int, ...]) -> None:
-    cfg = config_lib.load_config(f"{CONFIG}:8gaussians")
+    # one optimizer step per call here (the config's default runs 100 per call)
+    cfg = config_lib.load_config(f"{CONFIG}:8gaussians", ["lsd.steps_per_call=1"])
     method = build_method(cfg)
     state = jax.jit(method.init)(root_key(0))
     batch = {"x": jnp.asarray(method.data.train_batch(0)["x"])}
@@ -143,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--per_call", type=int, nargs="+", default=[1, 10],
+    parser.add_argument("--per_call", type=int, nargs="+", default=[1, 10, 100],
                         help="lsd.steps_per_call values for the toy_harness_step rows")
     parser.add_argument("--rbm_reps", type=int, default=2)
     parser.add_argument("--rbm_calls", type=int, default=3)

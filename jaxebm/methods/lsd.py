@@ -20,8 +20,12 @@ one optimizer step per training step (so a step here is what the issue counts as
 
 The branch is a ``lax.cond`` on a step counter held in the state, so each harness step is exactly
 one optimizer step of one of the two networks (``lsd.steps_per_call = k > 1`` runs k of them per
-harness step, each on its own fresh batch, in one ``lax.scan``: the same algorithm with the
-harness's per-step overhead paid once per k steps; ``train.num_steps`` then counts calls). The
+harness step, each on its own fresh batch: the same algorithm with the harness's per-step
+overhead paid once per k steps; ``train.num_steps`` then counts calls). Inside such a call the
+whole cycles (a model step, then ``c_iters`` critic steps) run without the branch, and the model's
+scores for a cycle's ``c_iters`` critic batches, all taken at the energy that cycle's model step
+left, come from one pass over the stacked batches; only the partial cycles at either end of the
+call take the branch. The
 energy is a 2-300-300-1 Swish MLP plus, with ``model.base_dist``, a learned diagonal Gaussian log
 density initialized at the mean and standard deviation of 1000 data points. In the model step
 :math:`s_q^\top f` is computed forwards, as the derivative of :math:`\log \tilde q` along
@@ -30,9 +34,11 @@ density initialized at the mean and standard deviation of 1000 data points. In t
 Evaluation: the test NLL with the normalizer from the midpoint rule on a grid
 (:func:`jaxebm.eval.grid.grid_nll`) over ``[-grid_bound, grid_bound]^2`` (``nll``) and over the
 smaller ``compare_bounds`` boxes with the same cells (``nll_box4``: a box that drops the model's
-mass outside it reads lower); with ``model.ema_decay > 0`` also for a bias-corrected moving
-average of the energy's parameters (``nll_ema``, not part of the paper); the LSD estimate on test
-data with the exact trace. Sampling: exact draws from the grid-normalized density (a cell by its
+mass outside it reads lower). With ``model.ema_decay > 0`` the evaluated energy (``nll``,
+samples, figures) is a bias-corrected moving average of the energy's parameters, updated after
+each model step (not part of the paper; the raw parameters' NLL is ``nll_raw``); the LSD estimate
+on test data with the exact trace is always the raw energy's, against the current critic.
+Sampling: exact draws from the grid-normalized density (a cell by its
 probability, then uniformly within the cell), i.e. from the model restricted to the plotting box
 and discretized to its cells; no Markov chain, so no chain bias.
 
@@ -217,6 +223,8 @@ def _validate_toy(cfg: ml_collections.ConfigDict, ds) -> None:
     check_positive(cfg.model.init_size, "model.init_size", integer=True)
     if not 0.0 <= cfg.model.ema_decay < 1.0:
         raise ValueError(f"model.ema_decay must be in [0, 1), got {cfg.model.ema_decay}")
+    if not cfg.model.get("ema_warmup", 0.0) >= 0.0:
+        raise ValueError(f"model.ema_warmup must be >= 0, got {cfg.model.ema_warmup}")
     for field in ("grid_bound", "plot_bound"):
         check_positive(cfg.eval[field], f"eval.{field}")
     for field in ("grid_size", "plot_grid_size", "num_plot_samples", "stein_examples", "chunk"):
@@ -252,6 +260,7 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
     c_loss = critic_loss_fn(lsd.critic_objective, lsd.l2)
     cycle = lsd.c_iters + 1
     ema_decay = float(cfg.model.ema_decay)
+    ema_warmup = float(cfg.model.get("ema_warmup", 0.0))
 
     def log_q(ebm_params, x):
         return ebm_flat.module(ebm_params)(x)
@@ -272,7 +281,11 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
 
     def critic_update(state, x, eps):
         # The model's score enters as data: reverse mode, one backward pass of the energy.
-        sq = jax.lax.stop_gradient(model_score(state["ebm"], x))
+        return critic_update_at(state, x, eps, model_score(state["ebm"], x))
+
+    def critic_update_at(state, x, eps, sq):
+        """One critic step given the model's score ``sq`` at ``x`` (a constant here)."""
+        sq = jax.lax.stop_gradient(sq)
 
         def loss_fn(cp):
             fx, jeps = critic_flat.module(cp).jvp(x, eps)
@@ -301,17 +314,69 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
         updates, opt = model_opt.update(grads, state["ebm_opt"], state["ebm"])
         new = dict(state, ebm=optax.apply_updates(state["ebm"], updates), ebm_opt=opt)
         if ema_decay:
-            new["ebm_ema"] = ema_decay * state["ebm_ema"] + (1.0 - ema_decay) * new["ebm"]
-            new["ema_weight"] = ema_decay * state["ema_weight"] + (1.0 - ema_decay)
+            # the t-th model step (t = 0, 1, ...) averages with decay min(ema_decay,
+            # (1 + t) / (ema_warmup + t)): a short memory early, while the energy moves fast
+            t = (state["step"] // cycle).astype(jnp.float32)
+            d = jnp.minimum(ema_decay, (1.0 + t) / (ema_warmup + t)) if ema_warmup else ema_decay
+            new["ebm_ema"] = d * state["ebm_ema"] + (1.0 - d) * new["ebm"]
+            new["ema_weight"] = d * state["ema_weight"] + (1.0 - d)
         return new, {"lsd": loss, "critic_loss": c_loss(SteinTerms(stat, sq_norm)),
                      "sq_norm": jnp.mean(sq_norm)}
 
-    def optimizer_step(state, x, key):
-        eps = sample_probe(key, x.shape, lsd.trace, dtype=x.dtype)
+    def optimizer_step(state, x, key, eps=None):
+        if eps is None:
+            eps = sample_probe(key, x.shape, lsd.trace, dtype=x.dtype)
         is_model_step = (state["step"] % cycle) == 0
         new, metrics = jax.lax.cond(is_model_step, model_update, critic_update, state, x, eps)
         new["step"] = state["step"] + 1
         return new, dict(metrics, model_step=is_model_step.astype(jnp.float32))
+
+    def cycle_step(state, xs, eps):
+        """One model step then ``c_iters`` critic steps, from a state whose counter is a multiple
+        of ``c_iters + 1``: the steps ``optimizer_step`` takes at those counters, with no branch,
+        and with the model's scores at the critic steps' batches (all taken with the energy this
+        model step leaves) computed in one pass over their stacked points. Returns the state and
+        the sum of the steps' metrics."""
+        state, total = model_update(state, xs[0], eps[0])
+        if lsd.c_iters > 0:
+            xc = xs[1:]
+            scores = model_score(state["ebm"], xc.reshape(-1, xc.shape[-1])).reshape(xc.shape)
+            state, m_critic = jax.lax.scan(lambda s, a: critic_update_at(s, *a), state,
+                                           (xc, eps[1:], scores))
+            total = jax.tree.map(lambda a, b: a + jnp.sum(b), total, m_critic)
+        return state, dict(total, model_step=jnp.ones((), jnp.float32))
+
+    def multi_step(state, xs, keys):
+        """``k = len(xs)`` optimizer steps from any counter ``s0``: the steps before the next
+        multiple of the cycle one at a time (``h = -s0 mod cycle`` of them, 0 to ``c_iters``),
+        then ``(k - c_iters) // cycle`` whole cycles by ``cycle_step``, then the rest one at a
+        time; the same steps, in order, as ``k`` calls of ``optimizer_step``."""
+        k = xs.shape[0]
+        eps = jax.vmap(lambda kk, x: sample_probe(kk, x.shape, lsd.trace, dtype=x.dtype))(keys, xs)
+        zero = {name: jnp.zeros((), jnp.float32)
+                for name in ("lsd", "critic_loss", "sq_norm", "model_step")}
+
+        def single(i, carry):
+            s, total = carry
+            s, m = optimizer_step(s, xs[i], keys[i], eps=eps[i])
+            return s, jax.tree.map(jnp.add, total, m)
+
+        s0 = state["step"]
+        head = jnp.minimum((-s0) % cycle, k)
+        n_mid = max(0, (k - lsd.c_iters) // cycle)
+        state, total = jax.lax.fori_loop(0, head, single, (state, zero))
+        if n_mid:
+            def body(carry, j):
+                s, tot = carry
+                at = head + j * cycle
+                cut = lambda a: jax.lax.dynamic_slice_in_dim(a, at, cycle)  # noqa: E731
+                s, m = cycle_step(dict(s, step=s0 + at), cut(xs), cut(eps))
+                return (s, jax.tree.map(jnp.add, tot, m)), None
+
+            (mid_state, total), _ = jax.lax.scan(body, (state, total), jnp.arange(n_mid))
+            state = dict(mid_state, step=s0 + head + n_mid * cycle)
+        state, total = jax.lax.fori_loop(head + n_mid * cycle, k, single, (state, total))
+        return state, jax.tree.map(lambda v: v / k, total)
 
     def train_step(state, batch, key):
         x = batch["x"]
@@ -319,9 +384,7 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
             new, metrics = optimizer_step(state, x, key)
         else:  # per_call optimizer steps, each on its own slice of the batch (metrics averaged)
             xs = x.reshape(per_call, x.shape[0] // per_call, *x.shape[1:])
-            new, stacked = jax.lax.scan(lambda s, a: optimizer_step(s, *a), state,
-                                        (xs, jax.random.split(key, per_call)))
-            metrics = jax.tree.map(jnp.mean, stacked)
+            new, metrics = multi_step(state, xs, jax.random.split(key, per_call))
         return new, dict(metrics, loss=metrics["lsd"])
 
     # ---------------------------------------------------------------- evaluation and sampling
@@ -345,21 +408,30 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
         terms = stein_statistic(per_sample, x, model_score(ebm_params, x), trace="exact")
         return nlls, jnp.mean(terms.stat), jnp.mean(terms.sq_norm)
 
+    def reported(state):
+        """The evaluated energy: the bias-corrected average with ``model.ema_decay > 0`` (the
+        raw parameters before the first model step), else the trained parameters."""
+        if not ema_decay:
+            return state["ebm"]
+        w = state["ema_weight"]
+        return jnp.where(w > 0, state["ebm_ema"] / jnp.maximum(w, 1e-12), state["ebm"])
+
     def evaluate(state, key):
         del key  # deterministic: grid quadrature and the exact trace
         test = ds.split("test")["x"]
         nlls, lsd_test, sq_norm = _evaluate(state["ebm"], state["critic"], jnp.asarray(test))
-        out = {"nll": float(nlls[0])}
-        for (b, _), v in zip(boxes[1:], nlls[1:]):  # the same on smaller boxes
-            out[f"nll_box{b:g}"] = float(v)
+        out = {}
         out["lsd_test"] = float(lsd_test)
         out["critic_sq_norm"] = float(sq_norm)
-        if ema_decay and float(state["ema_weight"]) > 0:
-            ema = state["ebm_ema"] / state["ema_weight"]
-            nlls_ema, _, _ = _evaluate(ema, state["critic"], jnp.asarray(test))
-            out["nll_ema"] = float(nlls_ema[0])
-            for (b, _), v in zip(boxes[1:], nlls_ema[1:]):
-                out[f"nll_ema_box{b:g}"] = float(v)
+        if ema_decay:  # the reported model is the average; the raw energy's NLLs as nll_raw
+            nlls_raw = nlls
+            nlls, _, _ = _evaluate(reported(state), state["critic"], jnp.asarray(test))
+            out["nll_raw"] = float(nlls_raw[0])
+            for (b, _), v in zip(boxes[1:], nlls_raw[1:]):
+                out[f"nll_raw_box{b:g}"] = float(v)
+        out["nll"] = float(nlls[0])
+        for (b, _), v in zip(boxes[1:], nlls[1:]):  # the same on smaller boxes
+            out[f"nll_box{b:g}"] = float(v)
         if cfg.data.name in data_lib.TOY_LOG_DENSITIES:  # the true density's NLL, the floor
             out["true_nll"] = float(-np.mean(data_lib.TOY_LOG_DENSITIES[cfg.data.name](test)))
         out["optimizer_steps"] = float(state["step"])
@@ -376,7 +448,12 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
         _, _, log_p, _ = _plot_grid(ebm_params)
         n, b = cfg.eval.plot_grid_size, cfg.eval.plot_bound
         k_cell, k_jitter = jax.random.split(key)
-        cells = jax.random.categorical(k_cell, log_p.reshape(-1), shape=(num,))
+        # a cell by its probability, by inverting the cumulative distribution of the cells
+        # (``random.categorical`` with a shape draws Gumbel noise for every (draw, cell) pair:
+        # 20,000 x 40,000 of them at the plotting defaults)
+        cdf = jnp.cumsum(jax.nn.softmax(log_p.reshape(-1)))
+        u = jax.random.uniform(k_cell, (num,), jnp.float32) * cdf[-1]
+        cells = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
         iy, ix = jnp.divmod(cells, n)
         side = 2.0 * b / n
         corner = jnp.stack([ix, iy], axis=1).astype(jnp.float32) * side - b
@@ -384,11 +461,11 @@ def build_toy(cfg: ml_collections.ConfigDict) -> Method:
 
     def sample(state, key, num):
         """Exact draws from the grid-normalized density on the plotting box (see module doc)."""
-        return np.asarray(_grid_sample(state["ebm"], key, int(num)))
+        return np.asarray(_grid_sample(reported(state), key, int(num)))
 
     def write_figures(state, key, directory: Path):
         directory = Path(directory)
-        _, _, log_p, _ = _plot_grid(state["ebm"])
+        _, _, log_p, _ = _plot_grid(reported(state))
         samples = sample(state, key, cfg.eval.num_plot_samples)
         data = ds.split("test")["x"][: cfg.eval.num_plot_samples]
         return [plots.save_density_and_samples(
