@@ -54,6 +54,7 @@ def test_smoke_run_rolls_back_once_and_finishes(tmp_path):
     record = json.loads((tmp_path / "eval.json").read_text())
     assert record["step"] == 6 and record == {"step": 6, **results}
     assert 0 <= record["accuracy"] <= 1 and 0 <= record["ece"] <= 1 and record["nll"] > 0
+    assert 0.1 <= record["mean_confidence"] <= 1  # a max over 10 class probabilities
     for name in OOD_SETS:
         for score in ood.SCORES:
             assert 0 <= record[f"auroc_{name}_{score}"] <= 1
@@ -168,6 +169,19 @@ def test_ood_sets_are_fixed_transformations_of_the_test_images():
     assert sets["noise"].min() >= -1 and sets["noise"].max() <= 1
 
 
+def test_eval_split_union_is_both_held_out_splits_in_order():
+    ds = jem.load_data(_cfg())
+    val, test = ds.split("validation"), ds.split("test")
+    both = jem.eval_split(ds, "validation+test")
+    n_val = len(val["y"])
+    assert len(both["y"]) == n_val + len(test["y"]) == 358  # 10% + 10% of 1797 digits
+    for k in ("x", "y"):
+        np.testing.assert_array_equal(both[k][:n_val], val[k])
+        np.testing.assert_array_equal(both[k][n_val:], test[k])
+    np.testing.assert_array_equal(jem.eval_split(ds, "test")["x"], test["x"])
+    assert _cfg("digits").eval.split == _cfg("digits_baseline").eval.split == "validation+test"
+
+
 def test_every_variant_passes_the_checks():
     for variant in ("cifar10", "cifar10_baseline", "digits", "digits_baseline", "smoke"):
         cfg = _cfg(variant)
@@ -193,6 +207,7 @@ def test_every_variant_passes_the_checks():
     ("jem.class_conditional=True", "multiple of the 10 classes"),
     ("data.labels_per_class=1", "fewer than data.batch_size"),
     ("eval.sample_init=prior", "eval.sample_init"),
+    ("eval.split=train", "eval.split='train'"),
 ])
 def test_bad_config_values_fail_before_training(tmp_path, override, message):
     overrides = [override]
