@@ -3,12 +3,14 @@
 * each toy density (``8gaussians``, ``checkerboard``, ...): the paper's toy setting, an energy
   trained by minimizing LSD; one optimizer step of either network per step, 5 critic steps per
   model step, 10,000 steps (run as 100 calls of 100 optimizer steps: ``train.*`` fields count
-  calls). Two departures from the paper, both to steady the result: both learning rates decay
-  to 0 by a cosine over the 10,000 steps (the paper: constant), and the evaluated energy
+  calls). Two departures from the paper, both to steady the result: both learning rates start
+  at 2e-3 and decay to 0 by a cosine over the 10,000 steps (the paper: 1e-3 constant; 1e-3 with
+  the cosine reached the paper's 5,000-step NLL in 1 of 3 seeds), and the evaluated energy
   (``nll``, samples, figures) is the bias-corrected moving average of the energy's parameters
   (decay 0.99, short early: ``model.ema_warmup``); the raw energy's NLL is ``nll_raw``.
   ``--config.model.ema_decay=0 --config.optim.schedule=constant
-  --config.critic_optim.schedule=constant`` is the paper's setting. ``smoke`` is the same on
+  --config.critic_optim.schedule=constant --config.optim.learning_rate=1e-3
+  --config.critic_optim.learning_rate=1e-3`` is the paper's setting. ``smoke`` is the same on
   small networks for a few single steps.
 * ``rbm_test``: the goodness-of-fit test on the perturbed Gaussian-Bernoulli RBM, LSD against the
   quadratic- and linear-time KSD tests, every (sigma, repetition) critic trained at once;
@@ -52,14 +54,14 @@ def _toy(cfg, name):
         # network; k > 1 runs k of them (each on its own fresh batch) in one jitted call, and
         # train.num_steps, eval_every, ... then count calls of k optimizer steps.
         steps_per_call=100))
-    # Adam, lr 1e-3, betas (0, 0.999) for both networks, as the reference toy script; the
-    # cosine decay (not in the paper) counts each optimizer's own updates: 1 in 6 of the 10,000
-    # steps are model steps.
+    # Adam, betas (0, 0.999) for both networks, as the reference toy script; lr 2e-3 decayed to
+    # 0 by a cosine (the reference: 1e-3 constant), counting each optimizer's own updates: 1 in
+    # 6 of the 10,000 steps are model steps.
     steps, cycle = 10000, cfg.lsd.c_iters + 1
     model_steps = -(-steps // cycle)
-    cfg.optim.update(dict(learning_rate=1e-3, b1=0.0, b2=0.999, schedule="cosine",
+    cfg.optim.update(dict(learning_rate=2e-3, b1=0.0, b2=0.999, schedule="cosine",
                           decay_steps=model_steps))
-    cfg.critic_optim = optim_config(learning_rate=1e-3, b1=0.0, b2=0.999, schedule="cosine",
+    cfg.critic_optim = optim_config(learning_rate=2e-3, b1=0.0, b2=0.999, schedule="cosine",
                                     decay_steps=steps - model_steps)
     cfg.eval = ml_collections.ConfigDict(dict(
         grid_bound=6.0, grid_size=600, compare_bounds=(4.0,), chunk=65536, stein_examples=2000,
