@@ -255,36 +255,71 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                                   static_argnames=("burn_in",))(p, key, num, burn_in=r.burn_in))
 
     def write_figures(state, key, directory: Path):
-        from jaxebm.eval import plots  # noqa: F401  (sets the Agg backend)
-        import matplotlib.pyplot as plt
-
         directory = Path(directory)
         rej = rejections(state, key)
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for name, table in rej.items():
-            p = table.mean(axis=1)
-            se = np.sqrt(p * (1 - p) / n_reps)
-            ax.errorbar(sigmas, p, yerr=se, marker="o", capsize=3, label=TEST_NAMES[name])
-        ax.axhline(lsd.alpha, color="gray", linestyle=":", label=f"alpha = {lsd.alpha:g}")
-        ax.set_xlabel("sigma (perturbation of B)")
-        ax.set_ylabel("rejection rate (power; size at sigma = 0)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"RBM d_x={dx}, d_h={r.dim_h}: {n_reps} repetitions per sigma")
-        ax.legend(fontsize=8)
-        path = directory / "power.png"
-        fig.savefig(path, bbox_inches="tight", dpi=120)
-        plt.close(fig)
-        lines = ["| test | " + " | ".join(f"sigma={s:g}" for s in sigmas) + " |",
-                 "|---|" + "---|" * n_sig]
-        for name, table in rej.items():
-            p = table.mean(axis=1)
-            se = np.sqrt(p * (1 - p) / n_reps)
-            lines.append(f"| {name} | " + " | ".join(f"{a:.2f} +- {b:.2f}" for a, b in zip(p, se))
-                         + " |")
-        (directory / "power_table.md").write_text(
-            f"Rejection rates over {n_reps} repetitions (+- one standard error)\n\n"
-            + "\n".join(lines) + "\n")
+        power = {name: table.mean(axis=1) for name, table in rej.items()}
+        n = np.full(n_sig, n_reps)
+        path = plot_power(sigmas, power, n, directory / "power.png", alpha=lsd.alpha,
+                          title=f"RBM d_x={dx}, d_h={r.dim_h}: {n_reps} repetitions per sigma")
+        (directory / "power_table.md").write_text(power_table(sigmas, power, n) + "\n")
         return [path]
 
     return Method(init=init, train_step=train_step, evaluate=evaluate, sample=sample,
                   data=None, write_figures=write_figures)
+
+
+def _stderr(power: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Binomial standard error of a rejection rate over ``n`` independent repetitions."""
+    return np.sqrt(power * (1.0 - power) / n)
+
+
+def power_table(sigmas, power: dict[str, np.ndarray], n: np.ndarray) -> str:
+    """Markdown table of rejection rates +- one standard error, one row per test."""
+    lines = ["Rejection rates (+- one standard error); repetitions per sigma: "
+             + ", ".join(f"{s:g}: {int(k)}" for s, k in zip(sigmas, n)), "",
+             "| test | " + " | ".join(f"sigma={s:g}" for s in sigmas) + " |",
+             "|---|" + "---|" * len(sigmas)]
+    for name, p in power.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{a:.2f} +- {b:.2f}" for a, b in zip(p, _stderr(p, n))) + " |")
+    return "\n".join(lines)
+
+
+def plot_power(sigmas, power: dict[str, np.ndarray], n: np.ndarray, path: Path, *,
+               alpha: float, title: str) -> Path:
+    """Power (size at sigma = 0) against sigma with standard-error bars, one curve per test."""
+    from jaxebm.eval import plots  # sets the Agg backend
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, p in power.items():
+        ax.errorbar(sigmas, p, yerr=_stderr(p, n), marker="o", capsize=3,
+                    label=TEST_NAMES[name])
+    ax.axhline(alpha, color="gray", linestyle=":", label=f"alpha = {alpha:g}")
+    ax.set_xlabel("sigma (perturbation of B)")
+    ax.set_ylabel("rejection rate (power; size at sigma = 0)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return plots.save_figure(fig, path)
+
+
+def pool_workdirs(workdirs) -> tuple[list[float], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Pools the rejections of independent ``rbm_test`` workdirs (different seeds).
+
+    A workdir may hold a subset of the sigmas; per sigma, the rejection counts of the workdirs
+    that have it are summed. Returns ``(sigmas, power per test, repetitions, mean LSD z)``.
+    """
+    import json
+
+    dirs = [Path(d) for d in workdirs]
+    evals = [json.loads((d / "eval.json").read_text()) for d in dirs]
+    sigmas = sorted({float(s) for d in dirs
+                     for s in json.loads((d / "config.json").read_text())["rbm"]["sigmas"]})
+    tags = [sigma_tag(s) for s in sigmas]
+    n = np.array([sum(e["n_reps"] for e in evals if f"power_lsd_{g}" in e) for g in tags])
+    power = {t: np.array([sum(e[f"power_{t}_{g}"] * e["n_reps"] for e in evals
+                              if f"power_{t}_{g}" in e) for g in tags]) / n for t in TESTS}
+    mean_z = np.array([sum(e[f"mean_z_lsd_{g}"] * e["n_reps"] for e in evals
+                           if f"mean_z_lsd_{g}" in e) for g in tags]) / n
+    return sigmas, power, n, mean_z

@@ -1,6 +1,7 @@
 """LSD: the networks' forward-mode products, the Stein identity through the method's own score
 paths, the toy and RBM-test methods (steps, counting, evaluation, selection), config errors."""
 
+import json
 from pathlib import Path
 
 import jax
@@ -343,3 +344,28 @@ def test_every_variant_builds_a_config():
     for variant in mod.VARIANTS:
         cfg = mod.get_config(variant)
         assert cfg.method == "lsd" and cfg.experiment in ("toy", "rbm_test", "ica")
+
+
+def test_pooled_power_counts_rejections_over_workdirs(tmp_path):
+    """Two seeds' workdirs pool into rejection counts: (10 * .5 + 30 * .1) / 40 = .2 at a shared
+    sigma; a sigma only one workdir ran keeps that workdir's rate and count."""
+    from jaxebm.methods.lsd_gof import TESTS, pool_workdirs
+
+    runs = [((0.0, 0.02), 10, {"s0": 0.1, "s0.02": 0.5}), ((0.02,), 30, {"s0.02": 0.1})]
+    dirs = []
+    for i, (sigmas, reps, powers) in enumerate(runs):
+        d = tmp_path / f"seed{i}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"rbm": {"sigmas": list(sigmas)}}))
+        ev = {"n_reps": float(reps)}
+        for tag, p in powers.items():
+            ev.update({f"power_{t}_{tag}": p for t in TESTS})
+            ev[f"mean_z_lsd_{tag}"] = 10 * p
+        (d / "eval.json").write_text(json.dumps(ev))
+        dirs.append(d)
+    sigmas, power, n, mean_z = pool_workdirs(dirs)
+    assert sigmas == [0.0, 0.02]
+    np.testing.assert_array_equal(n, [10, 40])
+    for t in TESTS:
+        np.testing.assert_allclose(power[t], [0.1, 0.2], rtol=1e-12)
+    np.testing.assert_allclose(mean_z, [1.0, 2.0], rtol=1e-12)
