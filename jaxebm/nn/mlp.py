@@ -52,6 +52,14 @@ def dropout(x: Array, rate: float, key: Array | None) -> Array:
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
+def dropout_scale(rate: float, key: Array, shape, dtype) -> Array:
+    """The multiplier inverted dropout applies: ``1 / (1 - rate)`` where kept, else 0, drawn as
+    :func:`dropout` draws its mask, so the same key gives the same mask. For callers that scale
+    several arrays (a value and its tangent or slope) by one mask."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(dtype)
+
+
 class MLP(nnx.Module):
     """Dense layers with an activation between them; last layer linear."""
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxebm.nn.mlp import dropout
+from jaxebm.nn.mlp import dropout, dropout_scale
 
 Array = jax.Array
 
@@ -106,6 +106,10 @@ class SmallMLP(nnx.Module):
         out = self.out(h)
         return out[:, 0] if self.out_features == 1 else out
 
+    def _mask(self, key: Array, i: int, h: Array) -> Array:
+        """Hidden layer ``i``'s dropout multiplier: the mask ``__call__`` draws with ``key``."""
+        return dropout_scale(self.dropout_rate, jax.random.fold_in(key, i), h.shape, h.dtype)
+
     def jvp(self, x: Array, t: Array, *, key: Array | None = None) -> tuple[Array, Array]:
         """``(f(x), J_f(x) t)``, the values of ``jax.jvp(self, (x,), (t,))``, for ``(batch, in)``
         inputs and tangents, with the same dropout masks for both when ``key`` is given.
@@ -124,9 +128,7 @@ class SmallMLP(nnx.Module):
         for i, (layer, act) in enumerate(zip(self.layers, self.acts)):
             h, dh = act.jvp(*dense(layer, h, dh))
             if key is not None and self.dropout_rate > 0.0:
-                keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - self.dropout_rate,
-                                            h.shape)
-                scale = jnp.where(keep, 1.0 / (1.0 - self.dropout_rate), 0.0).astype(h.dtype)
+                scale = self._mask(key, i, h)
                 h, dh = h * scale, dh * scale
         out, dout = dense(self.out, h, dh)
         if self.out_features == 1:
@@ -154,9 +156,7 @@ class SmallMLP(nnx.Module):
         for i, (layer, act) in enumerate(zip(self.layers, self.acts)):
             h, d = act.value_and_derivative(layer(h))
             if key is not None and self.dropout_rate > 0.0:
-                keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - self.dropout_rate,
-                                            h.shape)
-                scale = jnp.where(keep, 1.0 / (1.0 - self.dropout_rate), 0.0).astype(h.dtype)
+                scale = self._mask(key, i, h)
                 h, d = h * scale, d * scale
             slopes.append(d)
         k_first, k_last = self.layers[0].kernel[...], self.out.kernel[...]
