@@ -143,8 +143,9 @@ def _tfds_hint(name: str) -> str:
     return text + "."
 
 
-def _read_source(source: Any, name: str) -> dict[str, np.ndarray]:
-    n = len(source)
+def _read_source(source: Any, name: str, limit: int | None = None) -> dict[str, np.ndarray]:
+    """The first ``limit`` records (all when None) as uint8 NHWC images and int32 labels."""
+    n = len(source) if limit is None else min(len(source), limit)
     chunk = 4096
     images, labels = [], []
     for start in range(0, n, chunk):
@@ -161,15 +162,19 @@ def _read_source(source: Any, name: str) -> dict[str, np.ndarray]:
     return {"x": x, "y": np.asarray(labels, dtype=np.int32)}
 
 
-def load_tfds(name: str, data_dir: str | os.PathLike | None) -> dict[str, dict[str, np.ndarray]]:
-    """Official train/test of a prepared TFDS dataset via ``tfds.data_source``; no downloads."""
+def load_tfds(name: str, data_dir: str | os.PathLike | None, *,
+              splits: tuple[str, ...] = ("train", "test"),
+              limit: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Official ``splits`` of a prepared TFDS dataset via ``tfds.data_source``, the first
+    ``limit`` examples of each (all when None); random access, so nothing else is read; no
+    downloads."""
     try:
         import tensorflow_datasets as tfds  # lazy: optional dependency
     except ImportError as e:
         raise ImportError(f"dataset {name!r} needs tensorflow-datasets. "
                           f"{_tfds_hint(name)}") from e
     out = {}
-    for split in ("train", "test"):
+    for split in splits:
         try:
             source = tfds.data_source(TFDS_NAMES[name], split=split,
                                       data_dir=None if data_dir is None else os.fspath(data_dir),
@@ -179,7 +184,7 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None) -> dict[str, dict[s
                 f"dataset {name!r}: no prepared TFDS dataset {TFDS_NAMES[name]!r} (split "
                 f"{split!r}) in data_dir={data_dir!r} ({type(e).__name__}: {e}). "
                 f"{_tfds_hint(name)}") from e
-        out[split] = _read_source(source, name)
+        out[split] = _read_source(source, name, limit)
     return out
 
 
@@ -224,6 +229,28 @@ def load_images(name: str, data_dir: str | os.PathLike | None, *,
                                     f"exist. {_tfds_hint(name)}")
         official = load_tfds(name, data_dir)
     return _with_validation(name, official, validation_size)
+
+
+def load_test_images(name: str, data_dir: str | os.PathLike | None, *,
+                     limit: int | None = None) -> dict[str, np.ndarray]:
+    """The first ``limit`` official test images and labels of ``name`` (all when None), without
+    reading its training split: what an out-of-distribution set needs."""
+    if name not in TFDS_NAMES:
+        raise ValueError(f"unknown image dataset {name!r}; valid: {', '.join(TFDS_NAMES)}")
+    if data_dir is not None and os.fspath(data_dir) == "":
+        data_dir = None
+    if name == "mnist" and _has_mnist_idx(data_dir):
+        test = load_mnist_idx(data_dir)["test"]  # type: ignore[arg-type]
+        test = {k: v[:limit] for k, v in test.items()}
+    else:
+        if data_dir is not None and not os.path.isdir(os.fspath(data_dir)):
+            raise FileNotFoundError(f"dataset {name!r}: data directory {data_dir} does not "
+                                    f"exist. {_tfds_hint(name)}")
+        test = load_tfds(name, data_dir, splits=("test",), limit=limit)["test"]
+    x = validate_array(name, test["x"], rank=4, what="test images")
+    if x.dtype != np.uint8:
+        raise ValueError(f"dataset {name!r}: test images are {x.dtype}, expected uint8")
+    return test
 
 
 def load_digits_splits() -> Splits:

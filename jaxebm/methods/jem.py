@@ -255,8 +255,7 @@ def make_ood_sets(cfg: ml_collections.ConfigDict, test_x: np.ndarray, n_bins: in
         elif name == "noise":
             out[name] = rng.uniform(-1.0, 1.0, x_sym.shape).astype(np.float32)
         else:
-            splits = images_lib.load_images(name, cfg.data.dir or None, validation_size=0)
-            x = splits["test"]["x"][:n]
+            x = images_lib.load_test_images(name, cfg.data.dir or None, limit=n)["x"]
             out[name] = _symmetric_np(x, images_lib.N_BINS[name])
     return out
 

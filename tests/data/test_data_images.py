@@ -81,6 +81,32 @@ def test_tfds_mock(tfds, name):
         assert s["y"].min() >= 0 and s["y"].max() < images.NUM_CLASSES[name]
 
 
+@pytest.mark.parametrize("name", ["svhn", "cifar100"])
+def test_test_images_read_only_the_test_split(tfds, name, monkeypatch):
+    requested = []
+    real = tfds.data_source
+
+    def spy(*args, split, **kwargs):
+        requested.append(split)
+        return real(*args, split=split, **kwargs)
+
+    with tfds.testing.mock_data(num_examples=9):
+        full = images.load_images(name, None, validation_size=0)["test"]
+        monkeypatch.setattr(tfds, "data_source", spy)
+        test = images.load_test_images(name, None, limit=4)
+    assert requested == ["test"]
+    np.testing.assert_array_equal(test["x"], full["x"][:4])
+    np.testing.assert_array_equal(test["y"], full["y"][:4])
+
+
+def test_test_images_from_idx(tmp_path, write_mnist_idx):
+    arrays = write_mnist_idx(tmp_path)
+    test = images.load_test_images("mnist", tmp_path, limit=3)
+    np.testing.assert_array_equal(test["x"][..., 0], arrays["test", "x"][:3])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        images.load_test_images("svhn", "/nonexistent/jaxebm-data")
+
+
 def test_tfds_not_prepared_is_a_clear_error(tfds, tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         images.load_images("mnist", tmp_path)
