@@ -36,6 +36,10 @@ VARIANTS = TOY + ("smoke", "rbm_test", "rbm_smoke", "ica", "ica_smoke")
 
 def _toy(cfg, name):
     cfg.experiment = "toy"
+    # jaxlib's default YNNPACK fusion: on this dense-only model the harness step measured
+    # 2.09-2.57 ms against 2.50-3.06 ms with the project's NO_YNN_FUSION flag, in 4 alternating
+    # idle runs (benchmarks/README.md, LSD toy speed).
+    cfg.xla_flags = ""
     cfg.data.name = name
     cfg.data.batch_size = 100
     cfg.data.eval_size = 20000
@@ -77,8 +81,9 @@ def _rbm(cfg):
     cfg.rbm = ml_collections.ConfigDict(dict(
         dim_x=50, dim_h=40, sigmas=(0.0, 0.01, 0.02, 0.04, 0.06), n_reps=100, burn_in=2000,
         n_train=800, n_val=100, n_test=100))
+    # score_input: the critic sees [x, s_q(x)] (not in the paper; needs a Hutchinson trace)
     cfg.critic = ml_collections.ConfigDict(dict(
-        hidden=300, n_hidden=2, init="torch", dropout=0.5))
+        hidden=300, n_hidden=2, init="torch", dropout=0.5, score_input=False))
     # The reference trains 1000 steps with a Hutchinson trace and validates every 100. Measured
     # on the same 10 problems at sigma = .02 (benchmarks/README.md, LSD): the test z plateaus by
     # step ~150, the exact trace costs the same and removes probe noise, and fewer, later

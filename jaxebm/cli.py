@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -30,6 +31,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_xla_flags(flags: str) -> None:
+    """Adds the run's ``xla_flags`` to XLA_FLAGS; effective because nothing has started JAX's
+    backend yet (importing jax does not)."""
+    from jaxebm.train import config as config_lib
+
+    merged = config_lib.merged_xla_flags(os.environ.get("XLA_FLAGS", ""), flags)
+    if merged:
+        os.environ["XLA_FLAGS"] = merged
+
+
+def _workdir_xla_flags(workdir: str) -> str:
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            return str(json.load(f).get("xla_flags", ""))
+    except (OSError, ValueError):
+        return ""  # the command itself reports a missing or broken workdir
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # --config.a.b=v overrides are not argparse options: collect them first.
@@ -48,15 +68,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "train":
+            cfg = config_lib.load_config(args.config, overrides)
+            config_lib.validate_common(cfg)
+            _use_xla_flags(cfg.xla_flags)
             if args.distributed:
                 import jax
 
                 jax.distributed.initialize()
-            cfg = config_lib.load_config(args.config, overrides)
             results = loop.train(cfg, args.workdir)
         elif args.command == "eval":
+            _use_xla_flags(_workdir_xla_flags(args.workdir))
             results = loop.evaluate(args.workdir)
         else:
+            _use_xla_flags(_workdir_xla_flags(args.workdir))
             path = loop.sample(args.workdir, args.num, args.out, args.seed)
             results = {"samples": str(path)}
     except (ValueError, FileNotFoundError, loop.Diverged) as err:

@@ -57,6 +57,14 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
     assert "Traceback" not in out.stderr
 
 
+def test_config_xla_flags_reach_xla_before_it_starts(tmp_path):
+    # XLA refuses a flag it does not know when its backend starts: that this run dies of it shows
+    # the config's flags were in XLA_FLAGS by then.
+    out = jaxebm("train", "--config", "configs/ffjord.py:smoke", "--workdir", str(tmp_path / "w"),
+                 "--config.xla_flags=--xla_cpu_jaxebm_no_such_flag=1")
+    assert out.returncode != 0 and "xla_cpu_jaxebm_no_such_flag" in out.stderr
+
+
 def test_nan_in_data_is_refused(tmp_path):
     d = tmp_path / "miniboone"
     d.mkdir()

@@ -17,6 +17,11 @@ import ml_collections
 from jaxebm.train.optim import optim_config
 
 
+# jaxlib 0.10's default YNNPACK fusion runs the CPU convolutions of JEM's nets about 2x slower
+# (benchmarks/README.md); every recorded run but the LSD toy's used this flag.
+NO_YNN_FUSION = "--xla_cpu_experimental_ynn_fusion_type="
+
+
 def base_config(method: str) -> ml_collections.ConfigDict:
     """The fields every method has; method configs add ``model``, ``eval`` and their own."""
     cfg = ml_collections.ConfigDict()
@@ -41,7 +46,18 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         )
     )
     cfg.optim = optim_config()
+    # XLA flags for this run, added by the CLI to XLA_FLAGS before JAX starts its backend; a
+    # flag already in the environment keeps the environment's value. Speed only, not results
+    # beyond float rounding, so a resumed run may change them.
+    cfg.xla_flags = NO_YNN_FUSION
     return cfg
+
+
+def merged_xla_flags(environment: str, flags: str) -> str:
+    """``environment`` (XLA_FLAGS) followed by each of ``flags`` whose name it does not set."""
+    present = {token.partition("=")[0] for token in environment.split()}
+    extra = [token for token in flags.split() if token.partition("=")[0] not in present]
+    return " ".join(environment.split() + extra)
 
 
 def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
@@ -120,6 +136,10 @@ def validate_common(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"train.loss_bound must be > 0, got {t.loss_bound}")
     if not (isinstance(cfg.data.batch_size, int) and cfg.data.batch_size > 0):
         raise ValueError(f"data.batch_size must be a positive integer, got {cfg.data.batch_size!r}")
+    flags = cfg.get("xla_flags", "")
+    if not isinstance(flags, str) or any(not t.startswith("--xla_") for t in flags.split()):
+        raise ValueError(f"xla_flags must be a string of --xla_... flags separated by spaces, "
+                         f"got {flags!r}")
     for path in rollback_factors(cfg):
         try:
             get_field(cfg, path)

@@ -28,7 +28,7 @@ from jaxebm.train.metrics import MetricWriter, to_float
 
 # Fields that may change when a run is resumed; anything else must match config.json.
 RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.eval_every", "train.ckpt_every",
-                    "train.keep_checkpoints", "train.progress", "train.max_rollbacks")
+                    "train.keep_checkpoints", "train.progress", "train.max_rollbacks", "xla_flags")
 
 
 class Diverged(RuntimeError):

@@ -77,6 +77,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     ("data.batch_size=-3", "data.batch_size must be a positive integer"),
     ("train.rollback_scale=nope", "must look like field.path:factor"),
     ("train.rollback_scale=model.missing:2", "unknown field 'model.missing'"),
+    ("xla_flags=xla_cpu_foo", "xla_flags must be a string of --xla_"),
 ])
 def test_bad_config_values_fail_before_training(tmp_path, override, message):
     cfg = _toy_method.get_config()
@@ -85,6 +86,28 @@ def test_bad_config_values_fail_before_training(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         loop.train(cfg, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("environment, flags, merged", [
+    ("", "", ""),
+    ("", "--xla_a= --xla_b=1", "--xla_a= --xla_b=1"),
+    ("--xla_a=2", "--xla_a= --xla_b=1", "--xla_a=2 --xla_b=1"),  # the environment's value wins
+    ("--xla_c", "--xla_c=0", "--xla_c"),
+    ("  --xla_d=1  ", "", "--xla_d=1"),
+])
+def test_merged_xla_flags(environment, flags, merged):
+    assert config_lib.merged_xla_flags(environment, flags) == merged
+
+
+def test_resume_may_change_xla_flags(tmp_path):
+    cfg = _toy_method.get_config()
+    cfg.train.num_steps = 5
+    loop.train(cfg, tmp_path)
+    other = _toy_method.get_config()
+    other.xla_flags = ""
+    other.train.num_steps = 10
+    loop.train(other, tmp_path)
+    assert Checkpoints(tmp_path / "checkpoints").latest_step() == 10
 
 
 def test_bad_method_config_writes_nothing(tmp_path):
