@@ -214,39 +214,34 @@ def _with_validation(name: str, official: dict[str, dict[str, np.ndarray]],
     return splits
 
 
-def load_images(name: str, data_dir: str | os.PathLike | None, *,
-                validation_size: int = DEFAULT_VALIDATION_SIZE) -> Splits:
-    """uint8 NHWC images and int32 labels for 'mnist', 'cifar10', 'cifar100', 'svhn'."""
+def _official(name: str, data_dir: str | os.PathLike | None, splits: tuple[str, ...],
+              limit: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The official ``splits`` of ``name`` (the first ``limit`` examples of each), from MNIST IDX
+    files in ``data_dir`` where they are, else from a prepared TFDS dataset."""
     if name not in TFDS_NAMES:
         raise ValueError(f"unknown image dataset {name!r}; valid: {', '.join(TFDS_NAMES)}")
     if data_dir is not None and os.fspath(data_dir) == "":
         data_dir = None
     if name == "mnist" and _has_mnist_idx(data_dir):
         official = load_mnist_idx(data_dir)  # type: ignore[arg-type]
-    else:
-        if data_dir is not None and not os.path.isdir(os.fspath(data_dir)):
-            raise FileNotFoundError(f"dataset {name!r}: data directory {data_dir} does not "
-                                    f"exist. {_tfds_hint(name)}")
-        official = load_tfds(name, data_dir)
-    return _with_validation(name, official, validation_size)
+        return {s: {k: v[:limit] for k, v in official[s].items()} for s in splits}
+    if data_dir is not None and not os.path.isdir(os.fspath(data_dir)):
+        raise FileNotFoundError(f"dataset {name!r}: data directory {data_dir} does not "
+                                f"exist. {_tfds_hint(name)}")
+    return load_tfds(name, data_dir, splits=splits, limit=limit)
+
+
+def load_images(name: str, data_dir: str | os.PathLike | None, *,
+                validation_size: int = DEFAULT_VALIDATION_SIZE) -> Splits:
+    """uint8 NHWC images and int32 labels for 'mnist', 'cifar10', 'cifar100', 'svhn'."""
+    return _with_validation(name, _official(name, data_dir, ("train", "test")), validation_size)
 
 
 def load_test_images(name: str, data_dir: str | os.PathLike | None, *,
                      limit: int | None = None) -> dict[str, np.ndarray]:
     """The first ``limit`` official test images and labels of ``name`` (all when None), without
     reading its training split: what an out-of-distribution set needs."""
-    if name not in TFDS_NAMES:
-        raise ValueError(f"unknown image dataset {name!r}; valid: {', '.join(TFDS_NAMES)}")
-    if data_dir is not None and os.fspath(data_dir) == "":
-        data_dir = None
-    if name == "mnist" and _has_mnist_idx(data_dir):
-        test = load_mnist_idx(data_dir)["test"]  # type: ignore[arg-type]
-        test = {k: v[:limit] for k, v in test.items()}
-    else:
-        if data_dir is not None and not os.path.isdir(os.fspath(data_dir)):
-            raise FileNotFoundError(f"dataset {name!r}: data directory {data_dir} does not "
-                                    f"exist. {_tfds_hint(name)}")
-        test = load_tfds(name, data_dir, splits=("test",), limit=limit)["test"]
+    test = _official(name, data_dir, ("test",), limit)["test"]
     x = validate_array(name, test["x"], rank=4, what="test images")
     if x.dtype != np.uint8:
         raise ValueError(f"dataset {name!r}: test images are {x.dtype}, expected uint8")
