@@ -22,6 +22,10 @@ Compile (first call) is timed apart; steady state is the median over ``--repeats
 call (both threads), which is less sensitive than wall time to other jobs on a shared machine.
 The load average before each row is printed with it.
 
+XLA flags come from the environment only (``jaxebm train`` adds the config's ``xla_flags``: none
+for the toy, the project's NO_YNN_FUSION for the RBM test), so compare both by hand:
+
+    python benchmarks/lsd.py --only toy --per_call 100 --harness_only
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/lsd.py [--rbm_reps 2]
 """
 
@@ -73,8 +77,16 @@ def _row(name: str, result: dict, **extra) -> None:
     print(json.dumps(row), flush=True)
 
 
-def toy(calls: int, repeats: int, per_calls: tuple[int, ...]) -> None:
-    # one optimizer step per call here (the config's default runs 100 per call)
+def toy(calls: int, repeats: int, per_calls: tuple[int, ...], single: bool = True) -> None:
+    for per_call in per_calls:
+        _harness(per_call, calls, repeats)
+    if single:
+        _single_steps(calls, repeats)
+
+
+def _single_steps(calls: int, repeats: int) -> None:
+    """A critic step and a model step alone, one optimizer step per call (the config's default
+    runs 100 per call)."""
     cfg = config_lib.load_config(f"{CONFIG}:8gaussians", ["lsd.steps_per_call=1"])
     method = build_method(cfg)
     state = jax.jit(method.init)(root_key(0))
@@ -92,9 +104,6 @@ def toy(calls: int, repeats: int, per_calls: tuple[int, ...]) -> None:
 
         res = _timed(call, calls, repeats)
         _row(name, res, steps_per_s=round(1e3 / res["ms_per_step"], 1))
-
-    for per_call in per_calls:
-        _harness(per_call, calls, repeats)
 
 
 def _harness(per_call: int, calls: int, repeats: int) -> None:
@@ -150,9 +159,11 @@ def main() -> None:
     parser.add_argument("--rbm_reps", type=int, default=2)
     parser.add_argument("--rbm_calls", type=int, default=3)
     parser.add_argument("--only", choices=("toy", "rbm", "all"), default="all")
+    parser.add_argument("--harness_only", action="store_true",
+                        help="toy: skip the single critic and model step rows")
     args = parser.parse_args()
     if args.only in ("toy", "all"):
-        toy(args.calls, args.repeats, tuple(args.per_call))
+        toy(args.calls, args.repeats, tuple(args.per_call), single=not args.harness_only)
     if args.only in ("rbm", "all"):
         rbm(args.rbm_reps, args.rbm_calls, max(3, args.repeats // 2))
 
