@@ -22,6 +22,15 @@ the critic, without dropout and with the exact trace, is scored on the validatio
 points at the best validation score is the test statistic (model selection; the test points
 never steer training or selection). Reject when ``z > Phi^-1(1 - alpha)``, alpha = 0.05.
 
+Option ``critic.score_input`` (not in the paper): the critic sees the model's score as extra
+input features, :math:`f(x) = \mathrm{MLP}([x, s_q(x)])` with a ``2 d_x -> d_x`` MLP. The test
+already needs :math:`s_q`, so this is generic; it lets the critic build directions out of
+:math:`s_q` (the oracle critic is :math:`s_q - s_p`) instead of learning them from 800 points.
+Its Jacobian is :math:`J_x + J_s\,\nabla s_q`, so the training trace is the Hutchinson
+estimate :math:`\epsilon^\top J_f \epsilon` from one forward-mode product through both the
+score and the MLP (``lsd.trace`` must be a probe kind); validation and test use the exact trace
+of the composed field, as always.
+
 **Baselines** on all 1000 points of the same problem (as the reference gives kgof 200 + 800):
 the quadratic-time KSD with a median-heuristic Gaussian kernel and a 1000-replicate wild
 bootstrap (V-statistic, Rademacher weights: kgof's ``KernelSteinTest``), and the linear-time
@@ -86,6 +95,9 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     check_choice(lsd.trace, TRACES, "lsd.trace")
     if lsd.trace == "exact" and cfg.critic.n_hidden > 2:
         raise ValueError("lsd.trace='exact' needs critic.n_hidden <= 2 (closed-form MLP trace)")
+    if lsd.trace == "exact" and cfg.critic.score_input:
+        raise ValueError("critic.score_input=True needs a Hutchinson lsd.trace ('gaussian' or "
+                         "'rademacher'): the closed-form trace is for a critic of x alone")
     check_choice(lsd.critic_objective, CRITIC_OBJECTIVES, "lsd.critic_objective")
     if lsd.l2 < 0:
         raise ValueError(f"lsd.l2 must be >= 0, got {lsd.l2}")
@@ -99,6 +111,42 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     check_choice(cfg.ksd.statistic, ("u", "v"), "ksd.statistic")
 
 
+def critic_input(q: rbm_lib.RBM, x: Array, score_input: bool) -> Array:
+    """The critic MLP's input for the batch ``x`` (n, d_x): ``x``, or ``[x, s_q(x)]`` (n, 2 d_x)."""
+    if not score_input:
+        return x
+    return jnp.concatenate([x, rbm_lib.score(q, x)], axis=1)
+
+
+def training_terms(critic: SmallMLP, q: rbm_lib.RBM, x: Array, *, score_input: bool,
+                   trace: str, eps: Array | None = None,
+                   key: Array | None = None) -> SteinTerms:
+    """Stein terms ``s_q^T f + tr df/dx`` and ``|f|^2`` of the critic field on the batch ``x``.
+
+    ``trace='exact'``: the MLP's closed-form trace (``score_input`` must be False). Otherwise the
+    Hutchinson estimate ``eps^T J eps`` for the probes ``eps`` (n, d_x), one forward-mode
+    product of the composed field (through ``s_q`` too when ``score_input``). ``key`` draws
+    dropout masks (one per row); ``None`` runs without dropout.
+    """
+    if trace == "exact":
+        if score_input:
+            raise ValueError("the exact training trace needs score_input=False")
+        fx, tr = critic.value_and_trace(x, key=key)
+        sq = rbm_lib.score(q, x)
+    else:
+        if eps is None:
+            raise ValueError(f"trace={trace!r} needs the probes eps")
+        if score_input:
+            sq, dsq = jax.jvp(lambda v: rbm_lib.score(q, v), (x,), (eps,))
+            inp = jnp.concatenate([x, sq], axis=1)
+            d_inp = jnp.concatenate([eps, dsq], axis=1)
+        else:
+            sq, inp, d_inp = rbm_lib.score(q, x), x, eps
+        fx, jeps = critic.jvp(inp, d_inp, key=key)
+        tr = jnp.sum(eps * jeps, 1)
+    return SteinTerms(stat=jnp.sum(sq * fx, 1) + tr, sq_norm=jnp.sum(fx * fx, 1))
+
+
 def build(cfg: ml_collections.ConfigDict) -> Method:
     _validate(cfg)
     r, lsd = cfg.rbm, cfg.lsd
@@ -110,8 +158,11 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     batch = cfg.data.batch_size
     threshold = float(jsp.ndtri(1.0 - lsd.alpha))
 
+    score_input = bool(cfg.critic.score_input)
+
     def make_critic(rngs):
-        return SmallMLP(dx, dx, hidden=cfg.critic.hidden, n_hidden=cfg.critic.n_hidden,
+        in_dim = 2 * dx if score_input else dx
+        return SmallMLP(in_dim, dx, hidden=cfg.critic.hidden, n_hidden=cfg.critic.n_hidden,
                         dropout_rate=cfg.critic.dropout, init=cfg.critic.init, rngs=rngs)
 
     flat = Flat(lambda: make_critic(nnx.Rngs(0)))
@@ -147,15 +198,11 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         k_eps, k_drop, k_batch = jax.random.split(key, 3)
         if batch < x.shape[0]:
             x = x[jax.random.permutation(k_batch, x.shape[0])[:batch]]
-        sq = rbm_lib.score(q, x)
-        critic = flat.module(params)
-        if lsd.trace == "exact":  # closed form for the 2-hidden-layer MLP, as cheap as a probe
-            fx, trace = critic.value_and_trace(x, key=k_drop)
-        else:
-            eps = sample_probe(k_eps, x.shape, lsd.trace, dtype=x.dtype)
-            fx, jeps = critic.jvp(x, eps, key=k_drop)
-            trace = jnp.sum(eps * jeps, 1)
-        terms = SteinTerms(stat=jnp.sum(sq * fx, 1) + trace, sq_norm=jnp.sum(fx * fx, 1))
+        # exact: closed form for the 2-hidden-layer MLP, as cheap as one probe
+        eps = None if lsd.trace == "exact" else sample_probe(k_eps, x.shape, lsd.trace,
+                                                             dtype=x.dtype)
+        terms = training_terms(flat.module(params), q, x, score_input=score_input,
+                               trace=lsd.trace, eps=eps, key=k_drop)
         return c_loss(terms), jnp.mean(terms.stat)
 
     def grads_of_all(state, key):
@@ -176,7 +223,8 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
             params, i = args
             q, rep = problem_rbm(state, i)
             critic = flat.module(params)
-            per_sample = lambda xi: critic(xi[None])[0]  # noqa: E731  (no key: no dropout)
+            # no key: no dropout
+            per_sample = lambda xi: critic(critic_input(q, xi[None], score_input))[0]  # noqa: E731
             x = state["data"][rep, r.n_train:]
             stat = stein_statistic(per_sample, x, rbm_lib.score(q, x), trace="exact").stat
             val, test = stat[: r.n_val], stat[r.n_val:]

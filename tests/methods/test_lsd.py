@@ -273,20 +273,22 @@ def test_rbm_steps_train_every_critic_and_validate(rbm_run):
     assert np.all(np.isfinite(np.asarray(state["best_val"])))
 
 
-def test_rbm_selected_z_is_the_z_test_of_the_selected_critic(rbm_run):
-    """After one step (which validates), every problem's stored z-score is the one-sided
-    z-test of that critic on the test split, with the exact trace and the model's score."""
-    cfg, _, states, _ = rbm_run
-    state = states[0]
+def _assert_selected_z_is_the_z_test(cfg, state):
     r = cfg.rbm
-    template = Flat(lambda: SmallMLP(r.dim_x, r.dim_x, hidden=cfg.critic.hidden,
-                                     dropout_rate=cfg.critic.dropout, rngs=nnx.Rngs(0)))
+    si = cfg.critic.score_input
+    template = Flat(lambda: SmallMLP(2 * r.dim_x if si else r.dim_x, r.dim_x,
+                                     hidden=cfg.critic.hidden, dropout_rate=cfg.critic.dropout,
+                                     rngs=nnx.Rngs(0)))
+    assert state["critic"].shape[1] == template.size  # 2 d_x inputs with the score
 
     @jax.jit
     def z_of(params, p, noise, sigma, x):
         q = p._replace(B=p.B + sigma * noise)
         critic = template.module(params)
-        stat = stein_statistic(lambda xi: critic(xi[None])[0], x, rbm_lib.score(q, x)).stat
+        # the critic field written out by hand: the MLP of x, or of [x, s_q(x)]
+        field = ((lambda xi: critic(jnp.concatenate([xi, rbm_lib.score(q, xi)])[None])[0])
+                 if si else (lambda xi: critic(xi[None])[0]))
+        stat = stein_statistic(field, x, rbm_lib.score(q, x)).stat
         return stein_z_test(stat).z
 
     for i in range(len(r.sigmas) * r.n_reps):
@@ -295,6 +297,47 @@ def test_rbm_selected_z_is_the_z_test_of_the_selected_critic(rbm_run):
         z = z_of(state["critic"][i], p, state["noise"][rep], jnp.float32(r.sigmas[s]),
                  state["data"][rep, r.n_train + r.n_val:])
         np.testing.assert_allclose(float(state["best_z"][i]), float(z), rtol=1e-4, atol=1e-4)
+
+
+def test_rbm_selected_z_is_the_z_test_of_the_selected_critic(rbm_run):
+    """After one step (which validates), every problem's stored z-score is the one-sided
+    z-test of that critic on the test split, with the exact trace and the model's score."""
+    cfg, _, states, _ = rbm_run
+    _assert_selected_z_is_the_z_test(cfg, states[0])
+
+
+def test_rbm_score_input_critic_trains_and_its_z_is_the_z_test_of_x_and_the_score():
+    """critic.score_input: the critic is an MLP of [x, s_q(x)]; the stored z is the z-test of
+    that composed field (exact trace through the score)."""
+    cfg = _cfg("rbm_smoke", ["critic.score_input=True", "lsd.trace=gaussian"])
+    states, metrics = _run(build_method(cfg), 1)
+    assert np.isfinite(metrics[0]["loss"])
+    _assert_selected_z_is_the_z_test(cfg, states[0])
+
+
+@pytest.mark.parametrize("score_input, trace", [(False, "exact"), (False, "gaussian"),
+                                                (True, "gaussian"), (True, "rademacher")])
+def test_rbm_training_terms_are_the_stein_terms_of_the_critic_field(score_input, trace):
+    """The training path's statistic (closed-form trace, or one forward-mode product through
+    the score and the MLP) equals the generic per-sample Stein statistic of the field
+    x -> MLP(x) or x -> MLP([x, s_q(x)]) with the same probes."""
+    from jaxebm.methods.lsd_gof import training_terms
+
+    dx = 4
+    q = rbm_lib.init(jax.random.key(0), dx, 3)
+    x = jax.random.normal(jax.random.key(1), (6, dx))
+    critic = SmallMLP(2 * dx if score_input else dx, dx, hidden=8, rngs=nnx.Rngs(2))
+    eps = None if trace == "exact" else jax.random.rademacher(jax.random.key(3), x.shape,
+                                                              jnp.float32)
+    got = training_terms(critic, q, x, score_input=score_input, trace=trace, eps=eps)
+
+    def field(xi):
+        inp = jnp.concatenate([xi, rbm_lib.score(q, xi)]) if score_input else xi
+        return critic(inp[None])[0]
+
+    want = stein_statistic(field, x, rbm_lib.score(q, x), trace=trace, eps=eps)
+    np.testing.assert_allclose(got.stat, want.stat, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got.sq_norm, want.sq_norm, rtol=1e-5, atol=1e-5)
 
 
 def test_rbm_evaluation_reports_power_per_test_and_sigma(rbm_run):
@@ -324,6 +367,7 @@ def test_rbm_evaluation_reports_power_per_test_and_sigma(rbm_run):
     ("rbm_smoke", "data.batch_size=1000", "data.batch_size=1000"),
     ("rbm_smoke", "ksd.statistic=w", "ksd.statistic"),
     ("rbm_smoke", "lsd.trace=hutch", "lsd.trace='hutch'"),
+    ("rbm_smoke", "critic.score_input=True", "critic.score_input"),
 ])
 def test_bad_config_fails_clearly(variant, override, message):
     with pytest.raises(ValueError, match=message):
