@@ -7,6 +7,7 @@ it when complete, so an interrupted save never replaces a good checkpoint.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,24 @@ class Checkpoints:
         """The JSON record saved with ``step`` (without reading the state)."""
         restored = self._manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))
         return dict(restored.record)
+
+    def set_aside(self, step: int, destination: Path) -> Path:
+        """Moves checkpoint ``step`` out of this directory into ``destination`` (never deleted).
+
+        The manager then no longer sees it, so training from an older step can save there again.
+        """
+        source = self.directory / str(step)
+        if not source.is_dir():
+            raise FileNotFoundError(f"checkpoint {step} not found at {source}")
+        destination.mkdir(parents=True, exist_ok=True)
+        target = destination / str(step)
+        n = 1
+        while target.exists():
+            n += 1
+            target = destination / f"{step}.{n}"
+        shutil.move(str(source), str(target))
+        self._manager.reload()
+        return target
 
     def close(self) -> None:
         self._manager.close()

@@ -7,6 +7,12 @@ is recorded; the host reads that flag only when it logs or checkpoints (no per-s
 checkpoint is written only when no divergence happened before it, so the last good checkpoint is
 never replaced by a bad one. With ``train.max_rollbacks > 0`` the run then restores that
 checkpoint, derives a new seed, scales the fields named in ``train.rollback_scale`` and goes on.
+
+A checkpoint can pass every check and still hold a model that has begun to diverge (a loss
+climbing within its bound). So a relapse, a divergence before anything newer than the
+checkpoint the previous rollback restored was saved, marks that checkpoint suspect: it is moved
+to ``rejected_checkpoints/`` (kept, never deleted) and the rollback goes one checkpoint further
+back, or to a fresh start when none is left.
 """
 
 from __future__ import annotations
@@ -153,11 +159,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
             if run.rollbacks >= cfg.train.max_rollbacks:
                 raise
             run.rollbacks += 1
+            rejected = _reject_relapsed(run)
+            entry = {"rollback": run.rollbacks, "reason": str(err),
+                     "restored_step": run.ckpts.latest_step() or 0}
+            if rejected is not None:
+                entry["rejected"] = str(rejected.relative_to(workdir))
             with (workdir / "rollbacks.jsonl").open("a") as f:
-                f.write(json.dumps({"rollback": run.rollbacks, "reason": str(err),
-                                    "restored_step": run.ckpts.latest_step() or 0}) + "\n")
+                f.write(json.dumps(entry) + "\n")
+            where = (f"moved the checkpoint it restored last time to {entry['rejected']}; "
+                     if rejected is not None else "")
             print(f"[jaxebm] {err}\n[jaxebm] rollback {run.rollbacks}/{cfg.train.max_rollbacks}: "
-                  "restoring the last good checkpoint with a new seed", flush=True)
+                  f"{where}restoring step {entry['restored_step']} with a new seed", flush=True)
             method = run.build()
             state, start = run.initial_state(method)
     results = _final_evaluation(run, method, state, cfg.train.num_steps)
@@ -165,6 +177,22 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     if run.writer is not None:
         run.writer.close()
     return results
+
+
+def _reject_relapsed(run: _Run) -> Path | None:
+    """Sets the latest checkpoint aside if the previous rollback restored it; returns where.
+
+    Divergence right after restoring a checkpoint, with nothing newer saved, means that
+    checkpoint may already hold a diverging model, so the next restart goes further back.
+    """
+    log = run.workdir / "rollbacks.jsonl"
+    latest = run.ckpts.latest_step()
+    lines = log.read_text().splitlines() if log.is_file() else []
+    if latest is None or not lines:
+        return None
+    if json.loads(lines[-1])["restored_step"] != latest:
+        return None
+    return run.ckpts.set_aside(latest, run.workdir / "rejected_checkpoints")
 
 
 def _diverged_message(run: _Run, bad_step: int) -> str:

@@ -62,6 +62,23 @@ def test_rollback_restores_with_a_new_seed_and_scaled_config(tmp_path):
     assert Checkpoints(tmp_path / "checkpoints").record(20)["rollbacks"] == 1
 
 
+def test_a_relapse_sets_the_restored_checkpoint_aside_and_goes_further_back(tmp_path):
+    # sick from step 4, NaN from step 7: the step-5 checkpoint passes every check but is sick
+    cfg = _toy_method.get_config(sick_at_step=4)
+    cfg.train.max_rollbacks = 2
+    cfg.train.rollback_scale = "model.sick_at_step:100"
+    results = loop.train(cfg, tmp_path)
+    assert np.isfinite(results["mse"])
+    log = [json.loads(line) for line in (tmp_path / "rollbacks.jsonl").read_text().splitlines()]
+    assert [r["restored_step"] for r in log] == [5, 0]  # the sick 5 relapses, then a fresh start
+    assert "rejected" not in log[0] and log[1]["rejected"] == "rejected_checkpoints/5"
+    rejected = Checkpoints(tmp_path / "rejected_checkpoints")
+    assert rejected.all_steps() == [5] and rejected.record(5) == {"step": 5, "rollbacks": 0}
+    _, _, state, step = loop.restore(tmp_path)
+    assert step == 20 and int(state["sick_since"]) == -1
+    assert Checkpoints(tmp_path / "checkpoints").record(20)["rollbacks"] == 2
+
+
 def test_resume_with_a_different_config_is_refused(tmp_path):
     cfg = _toy_method.get_config()
     cfg.train.num_steps = 5
