@@ -37,6 +37,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             keep_checkpoints=3,
             # a loss that is non-finite or above this bound counts as a divergence
             loss_bound=1e8,
+            # and so does any step metric named here above its bound ("energy_gap:10,ce:50"),
+            # for runs that drift away before their loss does
+            metric_bounds="",
             # after a divergence: restore the last good checkpoint, change the seed, multiply the
             # config fields named in rollback_scale ("optim.learning_rate:0.5,sgld.n_steps:2") by
             # their factors, and go on; at most this often
@@ -145,20 +148,33 @@ def validate_common(cfg: ml_collections.ConfigDict) -> None:
             get_field(cfg, path)
         except KeyError:
             raise ValueError(f"train.rollback_scale names unknown field {path!r}") from None
+    for name, bound in metric_bounds(cfg).items():
+        if not bound > 0:
+            raise ValueError(f"train.metric_bounds: the bound of {name!r} must be > 0, got {bound}")
+
+
+def _named_numbers(text: str, field: str, form: str) -> dict[str, float]:
+    """Parses ``"a:0.5,b.c:2"`` into {name: number}; ``form`` names the parts in errors."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, number = item.partition(":")
+        try:
+            out[name] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"{field} item {item!r} must look like {form}")
+    return out
 
 
 def rollback_factors(cfg: ml_collections.ConfigDict) -> dict[str, float]:
     """Parses ``train.rollback_scale`` ("a.b:0.5,c:2") into {field path: factor}."""
-    out = {}
-    for item in filter(None, (s.strip() for s in cfg.train.rollback_scale.split(","))):
-        path, sep, factor = item.partition(":")
-        try:
-            out[path] = float(factor)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"train.rollback_scale item {item!r} must look like field.path:factor")
-    return out
+    return _named_numbers(cfg.train.rollback_scale, "train.rollback_scale", "field.path:factor")
+
+
+def metric_bounds(cfg: ml_collections.ConfigDict) -> dict[str, float]:
+    """Parses ``train.metric_bounds`` ("energy_gap:10") into {step metric: bound on |metric|}."""
+    return _named_numbers(cfg.train.get("metric_bounds", ""), "train.metric_bounds", "metric:bound")
 
 
 def get_field(cfg: ml_collections.ConfigDict, path: str):

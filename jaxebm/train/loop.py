@@ -3,6 +3,7 @@
 One jitted, state-donating step per iteration; keys are ``fold_in(root, step)`` so a resumed run
 replays the same stream. Divergence is caught on the device: a step whose loss is non-finite or
 above ``train.loss_bound``, or whose new state is non-finite, is not applied and its step number
+(or any metric named in ``train.metric_bounds`` above its bound) is not applied and its step number
 is recorded; the host reads that flag only when it logs or checkpoints (no per-step sync). A
 checkpoint is written only when no divergence happened before it, so the last good checkpoint is
 never replaced by a bad one. With ``train.max_rollbacks > 0`` the run then restores that
@@ -34,7 +35,8 @@ from jaxebm.train.metrics import MetricWriter, to_float
 
 # Fields that may change when a run is resumed; anything else must match config.json.
 RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.eval_every", "train.ckpt_every",
-                    "train.keep_checkpoints", "train.progress", "train.max_rollbacks", "xla_flags")
+                    "train.keep_checkpoints", "train.progress", "train.max_rollbacks",
+                    "train.metric_bounds", "xla_flags")
 
 
 class Diverged(RuntimeError):
@@ -56,13 +58,19 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def guarded_step(method: Method, loss_bound: float):
-    """The method's step, jitted with the state donated, applied only if it stays finite."""
+def guarded_step(method: Method, loss_bound: float, metric_bounds: dict[str, float] | None = None):
+    """The method's step, jitted with the state donated, applied only if it stays finite and
+    its loss and the metrics named in ``metric_bounds`` stay within their bounds."""
+    bounds = {"loss": loss_bound, **(metric_bounds or {})}
 
     def step_fn(state, bad, batch, root, step):
         new_state, metrics = method.train_step(state, batch, jax.random.fold_in(root, step))
-        loss = metrics["loss"]
-        ok = (bad < 0) & jnp.isfinite(loss) & (jnp.abs(loss) <= loss_bound) & _all_finite(new_state)
+        missing = sorted(set(bounds) - set(metrics))
+        if missing:
+            raise ValueError(f"train.metric_bounds names {missing}, not among this method's step "
+                             f"metrics {sorted(metrics)}")
+        within = [jnp.isfinite(metrics[k]) & (jnp.abs(metrics[k]) <= b) for k, b in bounds.items()]
+        ok = (bad < 0) & jnp.all(jnp.stack(within)) & _all_finite(new_state)
         state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
         bad = jnp.where(ok | (bad >= 0), bad, step)
         return state, bad, metrics
@@ -198,8 +206,10 @@ def _reject_relapsed(run: _Run) -> Path | None:
 def _diverged_message(run: _Run, bad_step: int) -> str:
     latest = run.ckpts.latest_step()
     where = f"step {latest} in {run.ckpts.directory}" if latest is not None else "none yet"
+    bounds = run.cfg.train.get("metric_bounds", "")
+    metrics = f", a metric of train.metric_bounds={bounds!r} exceeded its bound" if bounds else ""
     return (f"training diverged at step {bad_step}: the loss was non-finite or above "
-            f"train.loss_bound={run.cfg.train.loss_bound}, or the state became non-finite. "
+            f"train.loss_bound={run.cfg.train.loss_bound}{metrics}, or the state became non-finite. "
             f"Last good checkpoint: {where} (kept intact). Lower optim.learning_rate or set "
             "train.max_rollbacks to restart from it automatically.")
 
@@ -207,7 +217,7 @@ def _diverged_message(run: _Run, bad_step: int) -> str:
 def _run_steps(run: _Run, method: Method, state, start: int):
     cfg = run.cfg
     t = cfg.train
-    step_fn = guarded_step(method, float(t.loss_bound))
+    step_fn = guarded_step(method, float(t.loss_bound), config_lib.metric_bounds(cfg))
     root = root_key(cfg.seed, run.rollbacks)
     # placed like the step's output, so the second step reuses the first step's compilation
     bad = jax.device_put(jnp.asarray(-1, jnp.int32), run.replicated)

@@ -79,6 +79,18 @@ def test_a_relapse_sets_the_restored_checkpoint_aside_and_goes_further_back(tmp_
     assert Checkpoints(tmp_path / "checkpoints").record(20)["rollbacks"] == 2
 
 
+def test_a_metric_beyond_its_bound_is_a_divergence(tmp_path):
+    cfg = _toy_method.get_config()
+    cfg.train.metric_bounds = "w_norm:0.5"  # |w| grows towards |w_true| = 0.67
+    with pytest.raises(loop.Diverged, match=r"diverged at step (\d+).*metric_bounds='w_norm:0.5'"):
+        loop.train(cfg, tmp_path)
+    w, step = _w(tmp_path)
+    assert step > 0 and np.linalg.norm(w) <= 0.5  # the last good checkpoint is within the bound
+    cfg.train.metric_bounds = "w_nrom:0.5"
+    with pytest.raises(ValueError, match=r"names \['w_nrom'\], not among .*'w_norm'"):
+        loop.train(cfg, tmp_path / "typo")
+
+
 def test_resume_with_a_different_config_is_refused(tmp_path):
     cfg = _toy_method.get_config()
     cfg.train.num_steps = 5
@@ -95,6 +107,8 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     ("train.rollback_scale=nope", "must look like field.path:factor"),
     ("train.rollback_scale=model.missing:2", "unknown field 'model.missing'"),
     ("xla_flags=xla_cpu_foo", "xla_flags must be a string of --xla_"),
+    ("train.metric_bounds=energy_gap", "must look like metric:bound"),
+    ("train.metric_bounds=energy_gap:-1", "bound of 'energy_gap' must be > 0"),
 ])
 def test_bad_config_values_fail_before_training(tmp_path, override, message):
     cfg = _toy_method.get_config()
