@@ -204,22 +204,29 @@ class Flat:
         return jnp.concatenate([leaf.reshape(-1) for leaf in jax.tree.leaves(nnx.split(module)[1])])
 
 
+def check_critic(cfg: ml_collections.ConfigDict, traces: tuple[str, ...] = TRACES[1:]) -> None:
+    """Checks the critic fields every LSD experiment shares: its net, trace, objective, l2 and,
+    where the model trains too, ``lsd.c_iters``."""
+    check_choice(cfg.critic.init, INITS, "critic.init")
+    for field in ("hidden", "n_hidden"):
+        check_positive(cfg.critic[field], f"critic.{field}", integer=True)
+    check_choice(cfg.lsd.trace, traces, "lsd.trace")
+    check_choice(cfg.lsd.critic_objective, CRITIC_OBJECTIVES, "lsd.critic_objective")
+    if cfg.lsd.l2 < 0:
+        raise ValueError(f"lsd.l2 must be >= 0, got {cfg.lsd.l2}")
+    if "c_iters" in cfg.lsd and not (isinstance(cfg.lsd.c_iters, int) and cfg.lsd.c_iters >= 0):
+        raise ValueError(f"lsd.c_iters must be an integer >= 0, got {cfg.lsd.c_iters!r}")
+
+
 def _validate_toy(cfg: ml_collections.ConfigDict, ds) -> None:
     if tuple(ds.example_shape) != (2,):
         raise ValueError(f"the LSD toy experiment needs 2-D data; data.name={cfg.data.name!r} "
                          f"has examples of shape {ds.example_shape}")
     check_choice(cfg.model.init, INITS, "model.init")
-    check_choice(cfg.critic.init, INITS, "critic.init")
-    check_choice(cfg.lsd.trace, TRACES[1:], "lsd.trace")
-    check_choice(cfg.lsd.critic_objective, CRITIC_OBJECTIVES, "lsd.critic_objective")
-    if not (isinstance(cfg.lsd.c_iters, int) and cfg.lsd.c_iters >= 0):
-        raise ValueError(f"lsd.c_iters must be an integer >= 0, got {cfg.lsd.c_iters!r}")
-    if cfg.lsd.l2 < 0:
-        raise ValueError(f"lsd.l2 must be >= 0, got {cfg.lsd.l2}")
+    check_critic(cfg)
     check_positive(cfg.lsd.steps_per_call, "lsd.steps_per_call", integer=True)
     for field in ("hidden", "n_hidden"):
         check_positive(cfg.model[field], f"model.{field}", integer=True)
-        check_positive(cfg.critic[field], f"critic.{field}", integer=True)
     check_positive(cfg.model.init_size, "model.init_size", integer=True)
     if not 0.0 <= cfg.model.ema_decay < 1.0:
         raise ValueError(f"model.ema_decay must be in [0, 1), got {cfg.model.ema_decay}")

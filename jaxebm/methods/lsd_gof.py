@@ -56,9 +56,9 @@ import optax
 from flax import nnx
 
 from jaxebm.distributions import rbm as rbm_lib
-from jaxebm.methods.lsd import (CRITIC_OBJECTIVES, TRACES, Flat, check_choice, check_positive,
+from jaxebm.methods.lsd import (TRACES, Flat, check_choice, check_critic, check_positive,
                                 critic_loss_fn)
-from jaxebm.nn.swish import INITS, SmallMLP
+from jaxebm.nn.swish import SmallMLP
 from jaxebm.estimators.divergence import sample_probe
 from jaxebm.stein import SteinTerms, ksd_test, linear_ksd_test, stein_statistic
 from jaxebm.train.method import Method
@@ -87,20 +87,14 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     if not cfg.data.batch_size <= r.n_train:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} (the critic's batch) exceeds "
                          f"rbm.n_train={r.n_train}")
-    check_choice(cfg.critic.init, INITS, "critic.init")
-    check_positive(cfg.critic.hidden, "critic.hidden", integer=True)
-    check_positive(cfg.critic.n_hidden, "critic.n_hidden", integer=True)
+    check_critic(cfg, TRACES)
     if not 0.0 <= cfg.critic.dropout < 1.0:
         raise ValueError(f"critic.dropout must be in [0, 1), got {cfg.critic.dropout}")
-    check_choice(lsd.trace, TRACES, "lsd.trace")
     if lsd.trace == "exact" and cfg.critic.n_hidden > 2:
         raise ValueError("lsd.trace='exact' needs critic.n_hidden <= 2 (closed-form MLP trace)")
     if lsd.trace == "exact" and cfg.critic.score_input:
         raise ValueError("critic.score_input=True needs a Hutchinson lsd.trace ('gaussian' or "
                          "'rademacher'): the closed-form trace is for a critic of x alone")
-    check_choice(lsd.critic_objective, CRITIC_OBJECTIVES, "lsd.critic_objective")
-    if lsd.l2 < 0:
-        raise ValueError(f"lsd.l2 must be >= 0, got {lsd.l2}")
     if not 0.0 < lsd.alpha < 1.0:
         raise ValueError(f"lsd.alpha must be in (0, 1), got {lsd.alpha}")
     check_positive(lsd.val_every, "lsd.val_every", integer=True)

@@ -35,9 +35,8 @@ from flax import nnx
 
 from jaxebm.distributions import ica
 from jaxebm.estimators.divergence import batched_divergence, sample_probe
-from jaxebm.methods.lsd import (CRITIC_OBJECTIVES, TRACES, Flat, check_choice, check_positive,
-                                critic_loss_fn)
-from jaxebm.nn.swish import INITS, SmallMLP
+from jaxebm.methods.lsd import Flat, check_choice, check_critic, check_positive, critic_loss_fn
+from jaxebm.nn.swish import SmallMLP
 from jaxebm.stein import SteinTerms
 from jaxebm.train.method import Method
 from jaxebm.train.optim import make_optimizer
@@ -51,15 +50,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     if not (isinstance(cfg.model.dim, int) and cfg.model.dim >= 2):
         raise ValueError(f"model.dim must be an integer >= 2, got {cfg.model.dim!r}")
     check_positive(cfg.eval.test_size, "eval.test_size", integer=True)
-    check_choice(cfg.critic.init, INITS, "critic.init")
-    check_positive(cfg.critic.hidden, "critic.hidden", integer=True)
-    check_positive(cfg.critic.n_hidden, "critic.n_hidden", integer=True)
-    check_choice(cfg.lsd.trace, TRACES[1:], "lsd.trace")
-    check_choice(cfg.lsd.critic_objective, CRITIC_OBJECTIVES, "lsd.critic_objective")
-    if not (isinstance(cfg.lsd.c_iters, int) and cfg.lsd.c_iters >= 0):
-        raise ValueError(f"lsd.c_iters must be an integer >= 0, got {cfg.lsd.c_iters!r}")
-    if cfg.lsd.l2 < 0:
-        raise ValueError(f"lsd.l2 must be >= 0, got {cfg.lsd.l2}")
+    check_critic(cfg)
 
 
 def score_jacobian_trace(b: Array, x: Array) -> Array:
