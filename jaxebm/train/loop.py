@@ -2,11 +2,10 @@
 
 One jitted, state-donating step per iteration; keys are ``fold_in(root, step)`` so a resumed run
 replays the same stream. Divergence is caught on the device: a step whose loss is non-finite or
-above ``train.loss_bound``, or whose new state is non-finite, is not applied and its step number
-(or any metric named in ``train.metric_bounds`` above its bound) is not applied and its step number
-is recorded; the host reads that flag only when it logs or checkpoints (no per-step sync). A
-checkpoint is written only when no divergence happened before it, so the last good checkpoint is
-never replaced by a bad one. With ``train.max_rollbacks > 0`` the run then restores that
+above ``train.loss_bound``, whose metrics named in ``train.metric_bounds`` leave their bounds, or
+whose new state is non-finite, is not applied and its step number is recorded; the host reads
+that flag only when it logs or checkpoints (no per-step sync). A checkpoint is written only when
+no divergence happened before it, so the last good checkpoint is never replaced by a bad one. With ``train.max_rollbacks > 0`` the run then restores that
 checkpoint, derives a new seed, scales the fields named in ``train.rollback_scale`` and goes on.
 
 A checkpoint can pass every check and still hold a model that has begun to diverge (a loss
