@@ -5,8 +5,9 @@ replays the same stream. Divergence is caught on the device: a step whose loss i
 above ``train.loss_bound``, whose metrics named in ``train.metric_bounds`` leave their bounds, or
 whose new state is non-finite, is not applied and its step number is recorded; the host reads
 that flag only when it logs or checkpoints (no per-step sync). A checkpoint is written only when
-no divergence happened before it, so the last good checkpoint is never replaced by a bad one. With ``train.max_rollbacks > 0`` the run then restores that
-checkpoint, derives a new seed, scales the fields named in ``train.rollback_scale`` and goes on.
+no divergence happened before it, so the last good checkpoint is never replaced by a bad one.
+With ``train.max_rollbacks > 0`` the run then restores that checkpoint, derives a new seed,
+scales the fields named in ``train.rollback_scale`` and goes on.
 
 A checkpoint can pass every check and still hold a model that has begun to diverge (a loss
 climbing within its bound). So a relapse, a divergence before anything newer than the
