@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxebm.nn.conv import polyphase_conv
 from jaxebm.nn.mlp import dropout, get_activation
 from jaxebm.nn.wrn import make_norm
 
@@ -44,7 +45,8 @@ class ConvNet(nnx.Module):
         for c in channels:
             convs.append(nnx.Conv(c_in, c, (3, 3), padding=_PAD1, rngs=rngs))
             norms.append(make_norm(norm, c, rngs))
-            convs.append(nnx.Conv(c, c, (3, 3), strides=2, padding=_PAD1, rngs=rngs))
+            convs.append(nnx.Conv(c, c, (3, 3), strides=2, padding=_PAD1,
+                                  conv_general_dilated=polyphase_conv, rngs=rngs))
             norms.append(make_norm(norm, c, rngs))
             c_in = c
         self.convs = nnx.List(convs)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxebm.nn.conv import polyphase_conv
 from jaxebm.nn.mlp import dropout, get_activation
 
 Array = jax.Array
@@ -69,12 +70,16 @@ class WideBasic(nnx.Module):
         self.norm1 = make_norm(norm, in_channels, rngs)
         self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), padding=_PAD1, rngs=rngs)
         self.norm2 = make_norm(norm, out_channels, rngs)
+        # Strided convolutions go through polyphase_conv: the same values, with input gradients
+        # (one per SGLD step) made of stride-1 convolutions, several times faster on the CPU.
         self.conv2 = nnx.Conv(
-            out_channels, out_channels, (3, 3), strides=stride, padding=_PAD1, rngs=rngs
+            out_channels, out_channels, (3, 3), strides=stride, padding=_PAD1,
+            conv_general_dilated=polyphase_conv, rngs=rngs,
         )
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nnx.Conv(
-                in_channels, out_channels, (1, 1), strides=stride, padding="VALID", rngs=rngs
+                in_channels, out_channels, (1, 1), strides=stride, padding="VALID",
+                conv_general_dilated=polyphase_conv, rngs=rngs,
             )
         else:
             self.shortcut = None

@@ -1,0 +1,126 @@
+"""polyphase_conv: the strided convolution's values and every derivative, against lax's own."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxebm.nn.conv import polyphase_conv
+
+SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+# (spatial dims, kernel, strides, padding, input size): the WRN's two strided shapes, odd sizes
+# (phases of unequal length), strides 3 and 4, a kernel smaller than the stride (empty phases),
+# asymmetric padding and strides, string padding, and VALID cropping (negative high padding).
+CASES = [
+    (2, 3, (2, 2), ((1, 1), (1, 1)), 8),
+    (2, 1, (2, 2), "VALID", 8),
+    (2, 4, (2, 2), ((1, 2), (0, 3)), 9),
+    (2, 3, (3, 3), ((1, 1), (2, 0)), 10),
+    (2, 5, (4, 4), "VALID", 13),
+    (2, 2, (2, 1), ((0, 0), (1, 1)), 6),
+    (2, 3, (2, 2), "SAME", 7),
+    (1, 5, (2,), ((2, 2),), 11),
+    (3, 3, (2, 2, 2), ((1, 1),) * 3, 6),
+]
+
+
+def _pair(d, k, strides, padding):
+    def fast(x, w):
+        return polyphase_conv(x, w, strides, padding, dimension_numbers=SPECS[d])
+
+    def plain(x, w):
+        return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=SPECS[d])
+
+    return fast, plain
+
+
+def _close(a, b, tol=2e-6):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    scale = max(float(np.abs(b).max()), 1e-6)
+    assert float(np.abs(a - b).max()) <= tol * scale
+
+
+@pytest.mark.parametrize("d, k, strides, padding, n", CASES)
+def test_values_and_all_derivatives_match_lax(d, k, strides, padding, n):
+    rng = np.random.default_rng(d * 100 + k * 10 + n)
+    x = jnp.asarray(rng.standard_normal((2,) + (n,) * d + (3,)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k,) * d + (3, 4)), jnp.float32)
+    fast, plain = _pair(d, k, strides, padding)
+
+    y = plain(x, w)
+    _close(jax.jit(fast)(x, w), y, tol=0)  # the value is lax's own convolution
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, want in zip(jax.vjp(fast, x, w)[1](ct), jax.vjp(plain, x, w)[1](ct)):
+        _close(got, want)
+    dx, dw = jnp.asarray(rng.standard_normal(x.shape), jnp.float32), jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
+    _close(jax.jvp(fast, (x, w), (dx, dw))[1], jax.jvp(plain, (x, w), (dx, dw))[1])
+    _close(jax.jvp(fast, (x, w), (dx, jnp.zeros_like(w)))[1], jax.jvp(plain, (x, w), (dx, jnp.zeros_like(w)))[1])
+
+    # Second order, both ways round: the input gradient's gradient, and its forward-mode
+    # derivative in the weights (what a gradient penalty on an energy differentiates).
+    def input_grad(conv):
+        return lambda x, w: jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w))))(x)
+
+    _close(jax.grad(lambda x: jnp.sum(input_grad(fast)(x, w) ** 2))(x),
+           jax.grad(lambda x: jnp.sum(input_grad(plain)(x, w) ** 2))(x), tol=1e-5)
+    _close(jax.jvp(lambda w: input_grad(fast)(x, w), (w,), (dw,))[1],
+           jax.jvp(lambda w: input_grad(plain)(x, w), (w,), (dw,))[1], tol=1e-5)
+    _close(jax.vmap(fast, (0, None))(x[:, None], w), jax.vmap(plain, (0, None))(x[:, None], w), tol=0)
+
+
+def _eqns(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations' parameters."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _eqns(inner)
+
+
+def _primitives(fn, *args) -> set[str]:
+    return {eqn.primitive.name for eqn in _eqns(jax.make_jaxpr(fn)(*args).jaxpr)}
+
+
+def _lhs_dilations(fn, *args) -> list[str]:
+    """``lhs_dilate`` of every convolution in ``fn`` as jit lowers it for this (CPU) backend."""
+    return re.findall(r"lhs_dilate = \[([0-9, ]+)\]", jax.jit(fn).lower(*args).as_text())
+
+
+def test_the_cpu_takes_the_polyphase_rule_for_strided_channels_last_convolutions():
+    x, w = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    fast, plain = _pair(2, 3, (2, 2), ((1, 1), (1, 1)))
+    assert "custom_jvp_call" in _primitives(fast, x, w)
+    # lax transposes the strided convolution into one of the cotangent dilated by the stride;
+    # the polyphase rule's input gradient is four undilated stride-1 convolutions.
+    assert _lhs_dilations(jax.grad(lambda x: jnp.sum(plain(x, w))), x) == ["2, 2"]
+    assert _lhs_dilations(jax.grad(lambda x: jnp.sum(fast(x, w))), x) == ["1, 1"] * 4
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(window_strides=(1, 1), padding="SAME", dimension_numbers=SPECS[2]),
+        dict(window_strides=(2, 2), padding="SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")),
+        dict(window_strides=(2, 2), padding="SAME", dimension_numbers=SPECS[2], rhs_dilation=(2, 2)),
+        dict(window_strides=(2, 2), padding="SAME", dimension_numbers=SPECS[2], feature_group_count=3),
+    ],
+    ids=["stride-1", "channels-first", "dilated", "grouped"],
+)
+def test_other_convolutions_are_plain_lax(kwargs):
+    if kwargs["dimension_numbers"][0] == "NCHW":
+        x, w = jnp.ones((1, 3, 8, 8)), jnp.ones((6, 3, 3, 3))
+    else:
+        groups = kwargs.get("feature_group_count", 1)
+        x, w = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3 // groups, 6))
+    fast = lambda x, w: polyphase_conv(x, w, **kwargs)  # noqa: E731
+    assert "custom_jvp_call" not in _primitives(fast, x, w)
+    _close(fast(x, w), lax.conv_general_dilated(x, w, **kwargs), tol=0)
