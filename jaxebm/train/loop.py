@@ -65,10 +65,7 @@ def guarded_step(method: Method, loss_bound: float, metric_bounds: dict[str, flo
 
     def step_fn(state, bad, batch, root, step):
         new_state, metrics = method.train_step(state, batch, jax.random.fold_in(root, step))
-        missing = sorted(set(bounds) - set(metrics))
-        if missing:
-            raise ValueError(f"train.metric_bounds names {missing}, not among this method's step "
-                             f"metrics {sorted(metrics)}")
+        _check_metric_names(bounds, metrics)
         within = [jnp.isfinite(metrics[k]) & (jnp.abs(metrics[k]) <= b) for k, b in bounds.items()]
         ok = (bad < 0) & jnp.all(jnp.stack(within)) & _all_finite(new_state)
         state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
@@ -76,6 +73,25 @@ def guarded_step(method: Method, loss_bound: float, metric_bounds: dict[str, flo
         return state, bad, metrics
 
     return jax.jit(step_fn, donate_argnums=(0,))
+
+
+def _check_metric_names(bounds: dict[str, float], metrics: dict) -> None:
+    missing = sorted(set(bounds) - set(metrics))
+    if missing:
+        raise ValueError(f"train.metric_bounds names {missing}, not among this method's step "
+                         f"metrics {sorted(metrics)}")
+
+
+def _check_bounded_metrics(cfg: ml_collections.ConfigDict, method: Method) -> None:
+    """Traces one step abstractly (no compile) when ``train.metric_bounds`` is set, so that a
+    misspelt metric fails before the workdir is touched rather than at the first step."""
+    bounds = config_lib.metric_bounds(cfg)
+    if not bounds:
+        return
+    key = jax.random.key(0)
+    batch = {} if method.data is None else method.data.train_batch(0)
+    _, metrics = jax.eval_shape(method.train_step, jax.eval_shape(method.init, key), batch, key)
+    _check_metric_names(bounds, metrics)
 
 
 def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -147,16 +163,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Trains ``cfg`` in ``workdir`` (resuming from its latest checkpoint); returns final eval."""
     config_lib.validate_common(cfg)
     workdir = Path(workdir)
-    # A new workdir gets nothing written until its config has built a method, so a bad config
-    # (unknown dataset, bad shapes, missing data) fails before any folder is created.
-    fresh = not (workdir / "config.json").is_file()
-    method = _build(cfg, 0, sharding.make_mesh()) if fresh else None
+    # Nothing is written until the config has built a method whose step has the bounded
+    # metrics, so a bad config (unknown dataset, bad shapes, missing data, a misspelt metric)
+    # fails before a new folder is created or a resumed run's config.json is rewritten.
+    method = _build(cfg, 0, sharding.make_mesh())
+    _check_bounded_metrics(cfg, method)
     _prepare_workdir(cfg, workdir)
     run = _Run(cfg, workdir)
     latest = run.ckpts.latest_step()
     if latest is not None:
         run.rollbacks = int(run.ckpts.record(latest).get("rollbacks", 0))
-    if method is None or run.rollbacks:
+    if run.rollbacks:
         method = run.build()
     state, start = run.initial_state(method)
     while True:

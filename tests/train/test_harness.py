@@ -86,9 +86,14 @@ def test_a_metric_beyond_its_bound_is_a_divergence(tmp_path):
         loop.train(cfg, tmp_path)
     w, step = _w(tmp_path)
     assert step > 0 and np.linalg.norm(w) <= 0.5  # the last good checkpoint is within the bound
+    # A misspelt metric fails before anything is written: no new workdir, and a resumed run's
+    # config.json keeps the bound it ran with.
     cfg.train.metric_bounds = "w_nrom:0.5"
-    with pytest.raises(ValueError, match=r"names \['w_nrom'\], not among .*'w_norm'"):
-        loop.train(cfg, tmp_path / "typo")
+    for workdir in (tmp_path / "typo", tmp_path):
+        with pytest.raises(ValueError, match=r"names \['w_nrom'\], not among .*'w_norm'"):
+            loop.train(cfg, workdir)
+    assert not (tmp_path / "typo").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["metric_bounds"] == "w_norm:0.5"
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path):
