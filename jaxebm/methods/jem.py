@@ -28,9 +28,11 @@ Fully supervised, the labelled batch *is* the data batch (one forward pass serve
 with ``data.labels_per_class > 0`` (semi-supervised) a separate batch from the labelled subset
 feeds the cross-entropy and all training images feed the :math:`p(x)` term. The ``baseline``
 variants set ``w_x = 0``: the same network trained by cross-entropy alone, no sampler, no
-buffer. The SGLD chain runs inside the one jitted step; for conv nets it is unrolled (a Python
-loop inside the jit), because on the CPU a conv net's input gradient inside ``lax.scan`` takes a
-slow path (shared/CPU-NOTES.md).
+buffer. The SGLD chain runs inside the one jitted step as a rolled ``lax.scan`` (``sgld.loop``:
+``auto`` = ``scan``, or ``unrolled``, a Python loop inside the jit, identical numbers). The conv
+nets' convolutions are ``jaxebm.nn.conv.Conv``, whose input gradients run as fast inside a scan
+as unrolled on the CPU, where autodiff's own take a path about 30x slower inside loops
+(shared/CPU-NOTES.md); the scan compiles 3-4x faster.
 
 Evaluation (on ``eval.split``: ``test``, ``validation`` or both): accuracy and negative
 log-likelihood, expected calibration error (15 bins), mean confidence :math:`\max_y p(y \mid x)`,
@@ -295,11 +297,8 @@ class JEMCore:
 
 
 def chain_unroll(cfg: ml_collections.ConfigDict) -> int | bool:
-    """``True`` (Python loop in the jit) for conv nets under ``auto``, a rolled scan for MLPs."""
-    loop = cfg.sgld.loop
-    if loop == "auto":
-        loop = "scan" if cfg.model.kind == "mlp" else "unrolled"
-    return True if loop == "unrolled" else 1
+    """``True`` (a Python loop in the jit) for ``unrolled``; a rolled scan for ``scan``/``auto``."""
+    return True if cfg.sgld.loop == "unrolled" else 1
 
 
 def make_core(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], num_classes: int,

@@ -1,36 +1,40 @@
-r"""Strided convolutions whose input gradient is made of stride-1 convolutions (fast on the CPU).
+r"""Convolutions whose input gradient is written as plain stride-1 convolutions, fast on the CPU.
 
-Along one spatial axis, a stride-:math:`s` convolution with taps :math:`a = 0..k-1` and low
-padding :math:`P` is
-
-.. math::
-
-    y[i] = \sum_a x[s i + a - P]\, w[a].
-
-Write :math:`a - P = s j + r` with the phase :math:`r \in \{0..s-1\}`; then
-:math:`x[s i + a - P] = x_r[i + j]` with :math:`x_r = x[r::s]`, the :math:`r`-th polyphase
-component, and
+Along one spatial axis a convolution with stride :math:`s`, taps :math:`a = 0..k-1` and low
+padding :math:`P` is :math:`y[i] = \sum_a x[s i + a - P]\, w[a]`, so its input gradient (the VJP
+for a cotangent :math:`\bar y`) is
 
 .. math::
 
-    y[i] = \sum_r \sum_j x_r[i + j]\, w[s j + r + P],
+    \bar x[n] = \sum_{(i, a):\ s i + a - P = n} \bar y[i]\, w[a]^\top .
 
-a sum over phases of *stride-1* correlations of :math:`x_r` with the sub-kernel
-:math:`w[c_r::s]` (:math:`c_r` the first tap in phase :math:`r`; phases without taps drop out).
-On an image the phases are pairs :math:`(r_1, r_2)`: :math:`s^2` stride-1 convolutions that
-together use every tap once, the FLOPs of the strided convolution.
+Split :math:`n = s u + r` by its phase :math:`r \in \{0..s-1\}`: only the taps
+:math:`a = c_r + s j` with :math:`c_r \equiv r + P \pmod s` reach phase :math:`r`, through
+:math:`i = u + e_r - j` with :math:`e_r = (r + P - c_r) / s`, so
 
-Why: reverse-mode autodiff transposes a stride-:math:`s` convolution into a convolution of the
-output cotangent dilated by :math:`s` (zeros between samples), which XLA's CPU backend runs at a
-fraction of its forward speed (a quarter at the Wide-ResNet's 32x32, 64-channel stride-2 shape),
-and that input gradient is what every SGLD step of a conv-net energy computes. Transposed, the
-polyphase form is stride-1 convolutions and strided scatters instead. :func:`polyphase_conv`
-therefore keeps XLA's strided convolution for the value and for the weight term of the
-derivative (both faster that way) and writes only the input term of its tangent map
-:math:`\mathrm{conv}(\dot x, w) + \mathrm{conv}(x, \dot w)` in polyphase form, as a ``custom_jvp``
-whose rule is that exact derivative: jvp, vjp and higher orders all work, and results agree with
-``lax.conv_general_dilated`` to float rounding. Other backends run strided transposes natively
-and keep the plain convolution. Measured in benchmarks/README.md ("JEM step").
+.. math::
+
+    \bar x_r[u] = \sum_{j=0}^{J_r - 1} \bar y[u + e_r - j]\, w[c_r + s j]^\top ,
+
+a stride-1 correlation of :math:`\bar y` (padded by :math:`J_r - 1 - e_r` below) with the phase's
+taps reversed and their in/out channels swapped; the phases interleave into :math:`\bar x`. For
+:math:`s = 1` there is one phase, the familiar correlation with the flipped kernel. On an image
+the phases are pairs :math:`(r_1, r_2)`, which together use every tap once: the FLOPs of the
+forward pass.
+
+Why: autodiff's own transpose of a convolution is a convolution of :math:`\bar y` dilated by
+the stride, with the kernel's in/out dimensions swapped in the dimension numbers rather than in
+memory. XLA's CPU backend runs the dilated form at a fifth to two thirds of its forward speed, and
+inside a loop (a ``lax.scan`` SGLD chain) it runs every swapped-kernel convolution on a slow path,
+about 30x slower. :func:`polyphase_conv` computes the value with XLA's convolution and defines
+its derivative (a ``custom_jvp`` whose rule is the exact tangent map
+:math:`\mathrm{conv}(\dot x, w) + \mathrm{conv}(x, \dot w)`) so that reverse mode computes
+:math:`\bar x` as above, from materialized, canonically laid-out kernels: the input term of the
+tangent is ``linear_transpose`` of the formula, which reverse mode transposes back into it.
+Results agree with ``lax.conv_general_dilated`` to float rounding in every autodiff mode; the
+forward-mode tangent is the transposed form, fine outside loops. Other backends run these
+convolutions natively and keep the plain convolution. Measured in benchmarks/README.md ("JEM
+step").
 """
 
 from __future__ import annotations
@@ -41,20 +45,11 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
-
-
-def _phases(k: int, s: int, pad_lo: int) -> list[tuple[int, int, int, int]]:
-    """Per phase ``r`` with taps: ``(r, first tap c_r, number of taps n_r, low padding -j_min)``."""
-    plan = []
-    for r in range(s):
-        taps = [a for a in range(k) if (a - pad_lo) % s == r]
-        if taps:
-            plan.append((r, taps[0], len(taps), -((taps[0] - pad_lo - r) // s)))
-    return plan
 
 
 def _channels_last_spec(ndim: int) -> tuple[str, str, str]:
@@ -71,32 +66,48 @@ def _is_channels_last(lhs: Array, rhs: Array, dimension_numbers: Any) -> bool:
             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, spec))
 
 
-def _polyphase(lhs: Array, rhs: Array, strides: Sequence[int], pads: Sequence[tuple[int, int]],
-               precision: Any, kwargs: dict) -> Array:
-    """The strided convolution as a sum over phases of stride-1 convolutions (module docstring)."""
-    window = rhs.shape[:-2]
-    spatial = lhs.shape[1:-1]
-    out = [(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(spatial, pads, window, strides)]
-    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _channels_last_spec(lhs.ndim))
-    plans = [_phases(k, s, lo) for k, s, (lo, _) in zip(window, strides, pads)]
-    y = None
-    for combo in itertools.product(*plans):
-        phase = tuple(slice(r, None, s) for (r, _, _, _), s in zip(combo, strides))
-        x_r = lhs[(slice(None),) + phase]
-        w_r = rhs[tuple(slice(c, c + s * n, s) for (_, c, n, _), s in zip(combo, strides))]
-        # Low padding lines x_r up with the first tap's offset; high padding (negative = crop)
-        # makes each phase's output exactly ``out`` long.
-        pad_r = [(lo, o + n - 1 - m - lo) for (_, _, n, lo), o, m in zip(combo, out, x_r.shape[1:-1])]
-        term = lax.conv_general_dilated(
-            x_r, w_r, (1,) * len(strides), pad_r, dimension_numbers=dn, precision=precision, **kwargs
-        )
-        y = term if y is None else y + term
-    return y
+def _phase(n: int, k: int, s: int, pad_lo: int, r: int) -> tuple[int, int, int, int]:
+    """Phase ``r`` of one axis of length ``n``: ``(c_r, J_r, low padding J_r - 1 - e_r, length)``."""
+    c = (r + pad_lo) % s
+    taps = len(range(c, k, s))
+    return c, taps, taps - 1 - (r + pad_lo - c) // s, -(-(n - r) // s)
+
+
+def input_grad(cot: Array, rhs: Array, strides: Sequence[int], pads: Sequence[tuple[int, int]],
+               in_spatial: Sequence[int], precision: Any = None) -> Array:
+    r"""The VJP of the channels-last convolution ``(x, rhs) -> y`` in ``x``, for the cotangent
+    ``cot`` of ``y``, as one stride-1 convolution per phase (module docstring).
+
+    ``in_spatial``: the spatial shape of ``x``. Every kernel is reversed and transposed in memory,
+    so each convolution has the canonical (..., in, out) layout.
+    """
+    nd = len(strides)
+    batch, channels = cot.shape[0], rhs.shape[-2]
+    dn = lax.conv_dimension_numbers(cot.shape, rhs.shape, _channels_last_spec(cot.ndim))
+    full = [-(-n // s) for n, s in zip(in_spatial, strides)]  # every phase padded to this length
+    phases = []
+    for rs in itertools.product(*(range(s) for s in strides)):
+        axes = [_phase(n, k, s, lo, r) for n, k, s, (lo, _), r in
+                zip(in_spatial, rhs.shape[:nd], strides, pads, rs)]
+        if any(taps == 0 for _, taps, _, _ in axes):
+            phases.append(jnp.zeros((batch, *full, channels), cot.dtype))
+            continue
+        taps = rhs[tuple(slice(c, c + s * j, s) for (c, j, _, _), s in zip(axes, strides))]
+        kernel = jnp.flip(taps, tuple(range(nd))).swapaxes(-1, -2)
+        padding = [(lo, length + j - 1 - m - lo) for (_, j, lo, length), m in zip(axes, cot.shape[1:-1])]
+        x_r = lax.conv_general_dilated(cot, kernel, (1,) * nd, padding, dimension_numbers=dn,
+                                       precision=precision)
+        phases.append(jnp.pad(x_r, [(0, 0)] + [(0, f - m) for f, m in zip(full, x_r.shape[1:-1])] + [(0, 0)]))
+    # (s_1, .., s_nd, batch, full_1, .., full_nd, C) -> (batch, full_1, s_1, .., full_nd, s_nd, C)
+    stacked = jnp.stack(phases).reshape(*strides, batch, *full, channels)
+    order = [nd] + [a for d in range(nd) for a in (nd + 1 + d, d)] + [2 * nd + 1]
+    x_bar = stacked.transpose(order).reshape(batch, *(f * s for f, s in zip(full, strides)), channels)
+    return x_bar[(slice(None),) + tuple(slice(0, n) for n in in_spatial)]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _strided_conv(lhs: Array, rhs: Array, static: tuple) -> Array:
-    """The plain strided convolution, differentiated through its polyphase form in ``lhs``."""
+def _conv(lhs: Array, rhs: Array, static: tuple) -> Array:
+    """XLA's convolution; differentiated so that reverse mode computes ``input_grad``."""
     strides, pads, precision, kwargs = static
     return lax.conv_general_dilated(
         lhs, rhs, strides, pads, dimension_numbers=_channels_last_spec(lhs.ndim),
@@ -104,21 +115,23 @@ def _strided_conv(lhs: Array, rhs: Array, static: tuple) -> Array:
     )
 
 
-@functools.partial(_strided_conv.defjvp, symbolic_zeros=True)
-def _strided_conv_jvp(static: tuple, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
-    # The exact tangent map, conv(d lhs, rhs) + conv(lhs, d rhs), bilinear as it is; only the
-    # lhs term is written in polyphase form, so that its transpose (the input gradient) is made
-    # of stride-1 convolutions. The primal and the rhs term stay XLA's own convolution, which is
-    # the faster one for the forward pass and the weight gradient.
+@functools.partial(_conv.defjvp, symbolic_zeros=True)
+def _conv_jvp(static: tuple, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    # The exact tangent map conv(d lhs, rhs) + conv(lhs, d rhs). Its lhs term is the transpose of
+    # input_grad (a linear map of the cotangent), so reverse mode, transposing it once more, runs
+    # input_grad itself; the rhs term stays XLA's, whose transpose is the weight gradient.
     lhs, rhs = primals
     d_lhs, d_rhs = tangents
-    strides, pads, precision, kwargs = static
-    y = _strided_conv(lhs, rhs, static)
+    strides, pads, precision, _ = static
+    y = _conv(lhs, rhs, static)
     terms = []
     if not isinstance(d_lhs, SymbolicZero):
-        terms.append(_polyphase(d_lhs, rhs, strides, pads, precision, dict(kwargs)))
+        grad_map = functools.partial(input_grad, rhs=rhs, strides=strides, pads=pads,
+                                     in_spatial=lhs.shape[1:-1], precision=precision)
+        (term,) = jax.linear_transpose(grad_map, jax.ShapeDtypeStruct(y.shape, y.dtype))(d_lhs)
+        terms.append(term)
     if not isinstance(d_rhs, SymbolicZero):
-        terms.append(_strided_conv(lhs, d_rhs, static))
+        terms.append(_conv(lhs, d_rhs, static))
     return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
 
 
@@ -136,9 +149,9 @@ def polyphase_conv(
 ) -> Array:
     """Drop-in for ``lax.conv_general_dilated`` (as ``nnx.Conv(conv_general_dilated=...)`` calls it).
 
-    Channels-last strided convolutions without dilation or feature groups run on the CPU as
-    the polyphase sum of the module docstring; everything else, and every other backend, is the
-    plain ``lax.conv_general_dilated``.
+    On the CPU, channels-last convolutions without dilation or feature groups get the derivative
+    of the module docstring; everything else, and every other backend, is the plain
+    ``lax.conv_general_dilated``.
     """
 
     def plain(lhs, rhs):
@@ -150,8 +163,7 @@ def polyphase_conv(
     strides = tuple(window_strides)
     undilated = all(d == 1 for d in (lhs_dilation or ())) and all(d == 1 for d in (rhs_dilation or ()))
     if (
-        all(s == 1 for s in strides)
-        or not undilated
+        not undilated
         or feature_group_count != 1
         or not 1 <= lhs.ndim - 2 <= 3
         or not _is_channels_last(lhs, rhs, dimension_numbers)
@@ -161,9 +173,12 @@ def polyphase_conv(
         pads = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
     else:
         pads = [tuple(p) for p in padding]
-    return lax.platform_dependent(
-        lhs, rhs,
-        cpu=lambda lhs, rhs: _strided_conv(lhs, rhs, (strides, tuple(map(tuple, pads)), precision,
-                                                      tuple(sorted(kwargs.items())))),
-        default=plain,
-    )
+    static = (strides, tuple(map(tuple, pads)), precision, tuple(sorted(kwargs.items())))
+    return lax.platform_dependent(lhs, rhs, cpu=lambda lhs, rhs: _conv(lhs, rhs, static), default=plain)
+
+
+def Conv(*args: Any, **kwargs: Any) -> nnx.Conv:  # noqa: N802 (a module factory, named like one)
+    """``nnx.Conv`` with :func:`polyphase_conv`: the same parameters and values, with input
+    gradients (one per SGLD step of a conv-net energy) several times faster on the CPU, also
+    inside a ``lax.scan`` chain."""
+    return nnx.Conv(*args, conv_general_dilated=polyphase_conv, **kwargs)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxebm.nn.conv import polyphase_conv
+from jaxebm.nn.conv import Conv
 from jaxebm.nn.mlp import dropout, get_activation
 from jaxebm.nn.wrn import make_norm
 
@@ -43,10 +43,9 @@ class ConvNet(nnx.Module):
         convs, norms = [], []
         c_in = in_channels
         for c in channels:
-            convs.append(nnx.Conv(c_in, c, (3, 3), padding=_PAD1, rngs=rngs))
+            convs.append(Conv(c_in, c, (3, 3), padding=_PAD1, rngs=rngs))
             norms.append(make_norm(norm, c, rngs))
-            convs.append(nnx.Conv(c, c, (3, 3), strides=2, padding=_PAD1,
-                                  conv_general_dilated=polyphase_conv, rngs=rngs))
+            convs.append(Conv(c, c, (3, 3), strides=2, padding=_PAD1, rngs=rngs))
             norms.append(make_norm(norm, c, rngs))
             c_in = c
         self.convs = nnx.List(convs)

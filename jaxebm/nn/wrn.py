@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxebm.nn.conv import polyphase_conv
+from jaxebm.nn.conv import Conv
 from jaxebm.nn.mlp import dropout, get_activation
 
 Array = jax.Array
@@ -68,18 +68,12 @@ class WideBasic(nnx.Module):
         self.activation = activation
         self.dropout_rate = float(dropout_rate)
         self.norm1 = make_norm(norm, in_channels, rngs)
-        self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), padding=_PAD1, rngs=rngs)
+        self.conv1 = Conv(in_channels, out_channels, (3, 3), padding=_PAD1, rngs=rngs)
         self.norm2 = make_norm(norm, out_channels, rngs)
-        # Strided convolutions go through polyphase_conv: the same values, with input gradients
-        # (one per SGLD step) made of stride-1 convolutions, several times faster on the CPU.
-        self.conv2 = nnx.Conv(
-            out_channels, out_channels, (3, 3), strides=stride, padding=_PAD1,
-            conv_general_dilated=polyphase_conv, rngs=rngs,
-        )
+        self.conv2 = Conv(out_channels, out_channels, (3, 3), strides=stride, padding=_PAD1, rngs=rngs)
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nnx.Conv(
-                in_channels, out_channels, (1, 1), strides=stride, padding="VALID",
-                conv_general_dilated=polyphase_conv, rngs=rngs,
+            self.shortcut = Conv(
+                in_channels, out_channels, (1, 1), strides=stride, padding="VALID", rngs=rngs
             )
         else:
             self.shortcut = None
@@ -115,7 +109,7 @@ class WideResNet(nnx.Module):
         widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.activation = activation
         self.num_features = widths[-1]
-        self.stem = nnx.Conv(in_channels, 16, (3, 3), padding=_PAD1, rngs=rngs)
+        self.stem = Conv(in_channels, 16, (3, 3), padding=_PAD1, rngs=rngs)
         blocks = []
         c_in = 16
         for width, stride in zip(widths, (1, 2, 2)):

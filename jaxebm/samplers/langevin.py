@@ -19,11 +19,12 @@ with the step size :math:`\alpha` and the noise scale :math:`\sigma` set separat
 The gradient of the sum over the batch is the per-chain gradient because the chains are
 independent: ``log_prob_fn`` must not couple samples (no BatchNorm in the energy).
 
-Loop choice (see CPU-NOTES): the default ``unroll=1`` runs the chain in a rolled ``lax.scan``,
-which suits cheap energies (MLPs); for conv-net energies on the CPU the input gradient inside a
-loop takes a slow convolution path, so pass ``unroll=True`` (a fully unrolled chain: a Python loop
-traced inside the caller's jit, no loop in the compiled program). An integer ``k`` unrolls the
-scan ``k`` steps at a time. All three give identical numbers for the same key.
+Loop choice: the default ``unroll=1`` runs the chain in a rolled ``lax.scan``; ``unroll=True``
+is a fully unrolled chain (a Python loop traced inside the caller's jit, no loop in the compiled
+program), and an integer ``k`` unrolls the scan ``k`` steps at a time. All three give identical
+numbers for the same key. On the CPU, a conv-net energy should use ``jaxebm.nn.conv.Conv``
+layers: autodiff's own convolution input gradients take a path about 30x slower inside a loop
+(shared/CPU-NOTES.md), theirs run inside a scan as fast as unrolled, and the scan compiles faster.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ def sgld(
       n_steps: chain length (static).
       step_size: the gradient step ``alpha``.
       noise_std: the noise scale ``sigma``; ``alpha = sigma**2 / 2`` is proper Langevin.
-      unroll: ``1`` rolled ``lax.scan`` (cheap energies); an int ``k > 1``: scan unrolled by
-        ``k``; ``True``: fully unrolled Python loop (conv-net energies on the CPU).
+      unroll: ``1`` rolled ``lax.scan``; an int ``k > 1``: scan unrolled by ``k``; ``True``:
+        fully unrolled Python loop (for conv nets built from plain ``nnx.Conv`` on the CPU).
       clip: optional ``(low, high)`` box the state is clipped to after every step.
 
     Call this inside ``jax.jit``; ``n_steps``, ``unroll`` and ``clip`` are static.
