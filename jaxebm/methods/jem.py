@@ -31,8 +31,8 @@ variants set ``w_x = 0``: the same network trained by cross-entropy alone, no sa
 buffer. The SGLD chain runs inside the one jitted step as a rolled ``lax.scan`` (``sgld.loop``:
 ``auto`` = ``scan``, or ``unrolled``, a Python loop inside the jit, identical numbers). The conv
 nets' convolutions are ``jaxebm.nn.conv.Conv``, whose input gradients run as fast inside a scan
-as unrolled on the CPU, where autodiff's own take a path about 30x slower inside loops
-(shared/CPU-NOTES.md); the scan compiles 3-4x faster.
+as unrolled on the CPU, where autodiff's own take a path 3-14x slower inside loops
+(benchmarks/conv_grad.py); the scan compiles 2-4x faster.
 
 Evaluation (on ``eval.split``: ``test``, ``validation`` or both): accuracy and negative
 log-likelihood, expected calibration error (15 bins), mean confidence :math:`\max_y p(y \mid x)`,

@@ -24,10 +24,11 @@ forward pass.
 
 Why: autodiff's own transpose of a convolution is a convolution of :math:`\bar y` dilated by
 the stride, with the kernel's in/out dimensions swapped in the dimension numbers rather than in
-memory. XLA's CPU backend runs the dilated form at a fifth to two thirds of its forward speed, and
-inside a loop (a ``lax.scan`` SGLD chain) it runs every swapped-kernel convolution on a slow path,
-about 30x slower. :func:`polyphase_conv` computes the value with XLA's convolution and defines
-its derivative (a ``custom_jvp`` whose rule is the exact tangent map
+memory. XLA's CPU backend runs the dilated form at a third to two thirds of the speed of the
+polyphase form, and inside a loop (a ``lax.scan`` SGLD chain) it runs swapped-kernel convolutions
+on a slow path, 3-14x slower at WRN-10-2's shapes (``benchmarks/conv_grad.py``).
+:func:`polyphase_conv` computes the value with XLA's convolution and defines its derivative (a
+``custom_jvp`` whose rule is the exact tangent map
 :math:`\mathrm{conv}(\dot x, w) + \mathrm{conv}(x, \dot w)`) so that reverse mode computes
 :math:`\bar x` as above, from materialized, canonically laid-out kernels: the input term of the
 tangent is ``linear_transpose`` of the formula, which reverse mode transposes back into it.

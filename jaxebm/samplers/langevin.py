@@ -23,8 +23,9 @@ Loop choice: the default ``unroll=1`` runs the chain in a rolled ``lax.scan``; `
 is a fully unrolled chain (a Python loop traced inside the caller's jit, no loop in the compiled
 program), and an integer ``k`` unrolls the scan ``k`` steps at a time. All three give identical
 numbers for the same key. On the CPU, a conv-net energy should use ``jaxebm.nn.conv.Conv``
-layers: autodiff's own convolution input gradients take a path about 30x slower inside a loop
-(shared/CPU-NOTES.md), theirs run inside a scan as fast as unrolled, and the scan compiles faster.
+layers: autodiff's own convolution input gradients take a path 3-14x slower inside a loop
+(benchmarks/conv_grad.py), theirs run inside a scan as fast as unrolled, and the scan compiles
+faster.
 """
 
 from __future__ import annotations
