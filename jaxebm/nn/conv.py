@@ -68,7 +68,7 @@ def _is_channels_last(lhs: Array, rhs: Array, dimension_numbers: Any) -> bool:
 
 
 def _phase(n: int, k: int, s: int, pad_lo: int, r: int) -> tuple[int, int, int, int]:
-    """Phase ``r`` of one axis of length ``n``: ``(c_r, J_r, low padding J_r - 1 - e_r, length)``."""
+    """Phase ``r`` of an axis of length ``n``: ``(c_r, J_r, low padding J_r - 1 - e_r, length)``."""
     c = (r + pad_lo) % s
     taps = len(range(c, k, s))
     return c, taps, taps - 1 - (r + pad_lo - c) // s, -(-(n - r) // s)
@@ -90,19 +90,22 @@ def input_grad(cot: Array, rhs: Array, strides: Sequence[int], pads: Sequence[tu
     for rs in itertools.product(*(range(s) for s in strides)):
         axes = [_phase(n, k, s, lo, r) for n, k, s, (lo, _), r in
                 zip(in_spatial, rhs.shape[:nd], strides, pads, rs)]
-        if any(taps == 0 for _, taps, _, _ in axes):
+        if any(n_taps == 0 for _, n_taps, _, _ in axes):
             phases.append(jnp.zeros((batch, *full, channels), cot.dtype))
             continue
-        taps = rhs[tuple(slice(c, c + s * j, s) for (c, j, _, _), s in zip(axes, strides))]
-        kernel = jnp.flip(taps, tuple(range(nd))).swapaxes(-1, -2)
-        padding = [(lo, length + j - 1 - m - lo) for (_, j, lo, length), m in zip(axes, cot.shape[1:-1])]
+        sub = rhs[tuple(slice(c, c + s * j, s) for (c, j, _, _), s in zip(axes, strides))]
+        kernel = jnp.flip(sub, tuple(range(nd))).swapaxes(-1, -2)
+        padding = [(lo, length + j - 1 - m - lo)
+                   for (_, j, lo, length), m in zip(axes, cot.shape[1:-1])]
         x_r = lax.conv_general_dilated(cot, kernel, (1,) * nd, padding, dimension_numbers=dn,
                                        precision=precision)
-        phases.append(jnp.pad(x_r, [(0, 0)] + [(0, f - m) for f, m in zip(full, x_r.shape[1:-1])] + [(0, 0)]))
+        tail = [(0, f - m) for f, m in zip(full, x_r.shape[1:-1])]
+        phases.append(jnp.pad(x_r, [(0, 0), *tail, (0, 0)]))
     # (s_1, .., s_nd, batch, full_1, .., full_nd, C) -> (batch, full_1, s_1, .., full_nd, s_nd, C)
     stacked = jnp.stack(phases).reshape(*strides, batch, *full, channels)
     order = [nd] + [a for d in range(nd) for a in (nd + 1 + d, d)] + [2 * nd + 1]
-    x_bar = stacked.transpose(order).reshape(batch, *(f * s for f, s in zip(full, strides)), channels)
+    x_bar = stacked.transpose(order).reshape(batch, *(f * s for f, s in zip(full, strides)),
+                                             channels)
     return x_bar[(slice(None),) + tuple(slice(0, n) for n in in_spatial)]
 
 
@@ -148,7 +151,7 @@ def polyphase_conv(
     precision: Any = None,
     **kwargs: Any,
 ) -> Array:
-    """Drop-in for ``lax.conv_general_dilated`` (as ``nnx.Conv(conv_general_dilated=...)`` calls it).
+    """Drop-in for ``lax.conv_general_dilated``, as ``nnx.Conv(conv_general_dilated=...)`` calls it.
 
     On the CPU, channels-last convolutions without dilation or feature groups get the derivative
     of the module docstring; everything else, and every other backend, is the plain
@@ -162,7 +165,7 @@ def polyphase_conv(
         )
 
     strides = tuple(window_strides)
-    undilated = all(d == 1 for d in (lhs_dilation or ())) and all(d == 1 for d in (rhs_dilation or ()))
+    undilated = all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
     if (
         not undilated
         or feature_group_count != 1
@@ -175,7 +178,8 @@ def polyphase_conv(
     else:
         pads = [tuple(p) for p in padding]
     static = (strides, tuple(map(tuple, pads)), precision, tuple(sorted(kwargs.items())))
-    return lax.platform_dependent(lhs, rhs, cpu=lambda lhs, rhs: _conv(lhs, rhs, static), default=plain)
+    return lax.platform_dependent(lhs, rhs, cpu=lambda lhs, rhs: _conv(lhs, rhs, static),
+                                  default=plain)
 
 
 def Conv(*args: Any, **kwargs: Any) -> nnx.Conv:  # noqa: N802 (a module factory, named like one)

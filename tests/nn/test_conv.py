@@ -63,9 +63,10 @@ def test_values_and_all_derivatives_match_lax(d, k, strides, padding, n):
     ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     for got, want in zip(jax.vjp(fast, x, w)[1](ct), jax.vjp(plain, x, w)[1](ct)):
         _close(got, want)
-    dx, dw = jnp.asarray(rng.standard_normal(x.shape), jnp.float32), jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
-    _close(jax.jvp(fast, (x, w), (dx, dw))[1], jax.jvp(plain, (x, w), (dx, dw))[1])
-    _close(jax.jvp(fast, (x, w), (dx, jnp.zeros_like(w)))[1], jax.jvp(plain, (x, w), (dx, jnp.zeros_like(w)))[1])
+    dx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    dw = jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
+    for tangents in ((dx, dw), (dx, jnp.zeros_like(w))):
+        _close(jax.jvp(fast, (x, w), tangents)[1], jax.jvp(plain, (x, w), tangents)[1])
 
     # Second order, both ways round: the input gradient's gradient, and its forward-mode
     # derivative in the weights (what a gradient penalty on an energy differentiates).
