@@ -174,10 +174,8 @@ def polyphase_conv(
     ):
         return plain(lhs, rhs)
     if isinstance(padding, str):
-        pads = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
-    else:
-        pads = [tuple(p) for p in padding]
-    static = (strides, tuple(map(tuple, pads)), precision, tuple(sorted(kwargs.items())))
+        padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
+    static = (strides, tuple(map(tuple, padding)), precision, tuple(sorted(kwargs.items())))
     return lax.platform_dependent(lhs, rhs, cpu=lambda lhs, rhs: _conv(lhs, rhs, static),
                                   default=plain)
 

@@ -70,7 +70,9 @@ class WideBasic(nnx.Module):
         self.norm1 = make_norm(norm, in_channels, rngs)
         self.conv1 = Conv(in_channels, out_channels, (3, 3), padding=_PAD1, rngs=rngs)
         self.norm2 = make_norm(norm, out_channels, rngs)
-        self.conv2 = Conv(out_channels, out_channels, (3, 3), strides=stride, padding=_PAD1, rngs=rngs)
+        self.conv2 = Conv(
+            out_channels, out_channels, (3, 3), strides=stride, padding=_PAD1, rngs=rngs
+        )
         if stride != 1 or in_channels != out_channels:
             self.shortcut = Conv(
                 in_channels, out_channels, (1, 1), strides=stride, padding="VALID", rngs=rngs
