@@ -109,6 +109,49 @@ def input_grad(cot: Array, rhs: Array, strides: Sequence[int], pads: Sequence[tu
     return x_bar[(slice(None),) + tuple(slice(0, n) for n in in_spatial)]
 
 
+def weight_grad(lhs: Array, cot: Array, kernel_spatial: Sequence[int], strides: Sequence[int],
+                pads: Sequence[tuple[int, int]], precision: Any = None) -> Array:
+    r"""The VJP of the channels-last convolution ``(lhs, w) -> y`` in ``w``, for the cotangent
+    ``cot`` of ``y``, as one canonical stride-1 convolution per phase of the stride.
+
+    With :math:`\tilde x` the padded input, :math:`\bar w[a] = \sum_{n, i} \tilde x[n, s i + a]
+    \otimes \bar y[n, i]`. The taps :math:`a = r + s j` of phase :math:`r` read
+    :math:`\tilde x_r = \tilde x[r::s]` at :math:`i + j`: a correlation of :math:`\tilde x_r`
+    with :math:`\bar y` as the kernel, in which the batch is summed as the input feature and the
+    input channels play the batch. Both operands are transposed in memory, so the convolution has
+    the canonical layout; XLA's own weight gradient, a convolution in the same operands' native
+    layouts, runs tens of times slower inside a loop on the CPU.
+    """
+    nd = len(strides)
+    c_in, c_out = lhs.shape[-1], cot.shape[-1]
+    x_pad = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads),
+                                                    (0, 0, 0)])
+    spec = _channels_last_spec(lhs.ndim)
+    kernel = jnp.moveaxis(cot, 0, -2)  # (out spatial.., batch, c_out): batch is the input feature
+    w_bar = jnp.zeros((*kernel_spatial, c_in, c_out), cot.dtype)
+    for rs in itertools.product(*(range(s) for s in strides)):
+        taps = [len(range(r, k, s)) for r, k, s in zip(rs, kernel_spatial, strides)]
+        if 0 in taps:
+            continue
+        # x_r = x_pad[r::s], cropped to the out length + taps - 1 that the taps read.
+        x_r = x_pad[(slice(None),) + tuple(slice(r, r + s * (m + j - 2) + 1, s) for r, s, m, j in
+                                           zip(rs, strides, cot.shape[1:-1], taps))]
+        image = jnp.swapaxes(x_r, 0, -1)  # (c_in, spatial.., batch): c_in is the batch
+        dn = lax.conv_dimension_numbers(image.shape, kernel.shape, spec)
+        part = lax.conv_general_dilated(image, kernel, (1,) * nd, "VALID", dimension_numbers=dn,
+                                        precision=precision)  # (c_in, taps.., c_out)
+        part = jnp.moveaxis(part, 0, -2)
+        if rs == (0,) * nd and strides == (1,) * nd:
+            return part
+        w_bar = w_bar.at[tuple(slice(r, None, s) for r, s in zip(rs, strides))].set(part)
+    return w_bar
+
+
+def _sum(terms: list[Array], like: Array) -> Array:
+    """The tangent: the sum of the nonzero terms, or zeros shaped like the output."""
+    return sum(terms[1:], terms[0]) if terms else jnp.zeros_like(like)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _conv(lhs: Array, rhs: Array, static: tuple) -> Array:
     """XLA's convolution; differentiated so that reverse mode computes ``input_grad``."""
@@ -135,8 +178,35 @@ def _conv_jvp(static: tuple, primals: tuple, tangents: tuple) -> tuple[Array, Ar
         (term,) = jax.linear_transpose(grad_map, jax.ShapeDtypeStruct(y.shape, y.dtype))(d_lhs)
         terms.append(term)
     if not isinstance(d_rhs, SymbolicZero):
+        w_grad_map = functools.partial(weight_grad, lhs, kernel_spatial=rhs.shape[:-2],
+                                       strides=strides, pads=pads, precision=precision)
+        (term,) = jax.linear_transpose(w_grad_map, jax.ShapeDtypeStruct(y.shape, y.dtype))(d_rhs)
+        terms.append(term)
+    return y, _sum(terms, y)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _conv_through_jvp(lhs: Array, rhs: Array, static: tuple) -> Array:
+    """``_conv`` whose tangent is ``_conv`` of the tangents: canonical convolutions when
+    evaluated, and, differentiated again in reverse mode, ``_conv``'s derivatives."""
+    return _conv(lhs, rhs, static)
+
+
+@functools.partial(_conv_through_jvp.defjvp, symbolic_zeros=True)
+def _conv_through_jvp_jvp(static: tuple, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    # Forward mode runs conv(d lhs, rhs) + conv(lhs, d rhs) as plain convolutions. A reverse pass
+    # over that forward pass (the gradient of a JVP) sees only _conv calls, primal and tangent,
+    # and differentiates each by _conv's rule. Plain reverse mode instead transposes these tangent
+    # terms as lax would, so networks differentiated in reverse mode only use _conv directly.
+    lhs, rhs = primals
+    d_lhs, d_rhs = tangents
+    y = _conv(lhs, rhs, static)
+    terms = []
+    if not isinstance(d_lhs, SymbolicZero):
+        terms.append(_conv(d_lhs, rhs, static))
+    if not isinstance(d_rhs, SymbolicZero):
         terms.append(_conv(lhs, d_rhs, static))
-    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+    return y, _sum(terms, y)
 
 
 def polyphase_conv(
@@ -149,13 +219,17 @@ def polyphase_conv(
     dimension_numbers: Any = None,
     feature_group_count: int = 1,
     precision: Any = None,
+    *,
+    through_jvp: bool = False,
     **kwargs: Any,
 ) -> Array:
     """Drop-in for ``lax.conv_general_dilated``, as ``nnx.Conv(conv_general_dilated=...)`` calls it.
 
     On the CPU, channels-last convolutions without dilation or feature groups get the derivative
     of the module docstring; everything else, and every other backend, is the plain
-    ``lax.conv_general_dilated``.
+    ``lax.conv_general_dilated``. ``through_jvp=True``: forward mode evaluates the tangent as
+    plain convolutions, whose reverse-mode derivatives are again the module's (the gradient of
+    a JVP); plain reverse mode is then lax's (use the default for it).
     """
 
     def plain(lhs, rhs):
@@ -176,12 +250,19 @@ def polyphase_conv(
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
     static = (strides, tuple(map(tuple, padding)), precision, tuple(sorted(kwargs.items())))
-    return lax.platform_dependent(lhs, rhs, cpu=lambda lhs, rhs: _conv(lhs, rhs, static),
+    conv = _conv_through_jvp if through_jvp else _conv
+    return lax.platform_dependent(lhs, rhs, cpu=lambda lhs, rhs: conv(lhs, rhs, static),
                                   default=plain)
 
 
-def Conv(*args: Any, **kwargs: Any) -> nnx.Conv:  # noqa: N802 (a module factory, named like one)
-    """``nnx.Conv`` with :func:`polyphase_conv`: the same parameters and values, with input
-    gradients (one per SGLD step of a conv-net energy) several times faster on the CPU, also
-    inside a ``lax.scan`` chain."""
-    return nnx.Conv(*args, conv_general_dilated=polyphase_conv, **kwargs)
+def Conv(*args: Any, through_jvp: bool = False, **kwargs: Any) -> nnx.Conv:  # noqa: N802
+    """``nnx.Conv`` (a module factory, named like one) with :func:`polyphase_conv`: the same
+    parameters and values, with gradients several times faster on the CPU, also inside loops (an
+    SGLD chain, an ODE solve).
+
+    ``through_jvp=True`` for networks whose JVPs are differentiated in reverse mode (the dynamics
+    of a CNF with a JVP trace estimator); the default suits networks differentiated in reverse
+    mode only (energies, classifiers).
+    """
+    conv = functools.partial(polyphase_conv, through_jvp=through_jvp) if through_jvp else polyphase_conv
+    return nnx.Conv(*args, conv_general_dilated=conv, **kwargs)

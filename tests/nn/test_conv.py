@@ -95,24 +95,81 @@ def _primitives(fn, *args) -> set[str]:
     return {eqn.primitive.name for eqn in _eqns(jax.make_jaxpr(fn)(*args).jaxpr)}
 
 
-def _conv_layouts(fn, *args) -> list[str]:
-    """``(kernel layout, lhs dilation)`` of every convolution in ``fn`` as jit lowers it for this
-    (CPU) backend; the kernel layout ``[0, 1, i, o]`` is the canonical one (HWIO)."""
+def _conv_forms(fn, *args) -> list[tuple[str, str, str]]:
+    """``(dimension numbers, lhs dilation, rhs dilation)`` of every convolution in ``fn`` as jit
+    lowers it for this (CPU) backend."""
     text = jax.jit(fn).lower(*args).as_text()
-    return re.findall(r"x\[([0-9io, ]+)\]->.*?lhs_dilate = \[([0-9, ]+)\]", text)
+    return re.findall(r"dim_numbers = (.*?), window = \{.*?lhs_dilate = \[([0-9, ]+)\], "
+                      r"rhs_dilate = \[([0-9, ]+)\]", text)
+
+
+CANONICAL = ("[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]", "1, 1", "1, 1")
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_the_cpu_input_gradient_is_canonical_undilated_convolutions(stride):
+def test_the_cpu_gradients_are_canonical_undilated_convolutions(stride):
     x, w = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
     fast, plain = _pair(2, 3, (stride, stride), ((1, 1), (1, 1)))
     assert "custom_jvp_call" in _primitives(fast, x, w)
-    # lax's transpose swaps the kernel's in/out in the dimension numbers (and, strided, dilates
-    # the cotangent): the layouts XLA's CPU backend runs slowly, inside loops 3-14x slowly. The
-    # rule's input gradient is one canonical, undilated convolution per phase.
-    want_lax = ("0, 1, o, i", f"{stride}, {stride}")
-    assert _conv_layouts(jax.grad(lambda x: jnp.sum(plain(x, w))), x) == [want_lax]
-    assert _conv_layouts(jax.grad(lambda x: jnp.sum(fast(x, w))), x) == [("0, 1, i, o", "1, 1")] * stride**2
+    # lax's input gradient swaps the kernel's in/out in the dimension numbers (and, strided,
+    # dilates the cotangent); its weight gradient reads both operands in their native layouts
+    # (and, strided, dilates the cotangent as the kernel). XLA's CPU backend runs these forms
+    # slowly, inside loops 3-80x slowly. The rule's gradients are one canonical, undilated
+    # convolution per phase of the stride.
+    d = f"{stride}, {stride}"
+    assert _conv_forms(jax.grad(lambda x: jnp.sum(plain(x, w))), x) == [
+        ("[b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f]", d, "1, 1")]
+    assert _conv_forms(jax.grad(lambda w: jnp.sum(plain(x, w))), w) == [
+        ("[f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f]", "1, 1", d)]
+    for arg in (0, 1):
+        grad = jax.grad(lambda x, w: jnp.sum(fast(x, w)), arg)
+        assert _conv_forms(grad, x, w) == [CANONICAL] * stride**2
+
+
+def _through_jvp_pair(d, k, strides, padding):
+    fast = lambda x, w: polyphase_conv(x, w, strides, padding, dimension_numbers=SPECS[d],  # noqa: E731
+                                       through_jvp=True)
+    return fast, _pair(d, k, strides, padding)[1]
+
+
+def _jvp_loss(conv):
+    """A CNF-like loss of (x, w): the output and a JVP of it (a Hutchinson-style product)."""
+    def loss(x, w, dx):
+        y, dy = jax.jvp(lambda x: jnp.tanh(conv(x, w)), (x,), (dx,))
+        return jnp.sum(y**2) + jnp.sum(dy * jnp.sin(y))
+    return loss
+
+
+@pytest.mark.parametrize("d, k, strides, padding, n", [CASES[i] for i in (0, 1, 2, 4, 9, 10)])
+def test_through_jvp_values_and_derivatives_match_lax(d, k, strides, padding, n):
+    rng = np.random.default_rng(7 + d * 100 + k * 10 + n)
+    x = jnp.asarray(rng.standard_normal((2,) + (n,) * d + (3,)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k,) * d + (3, 4)), jnp.float32)
+    dx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    dw = jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
+    fast, plain = _through_jvp_pair(d, k, strides, padding)
+    y = plain(x, w)
+    _close(jax.jit(fast)(x, w), y, tol=0)
+    _close(jax.jvp(fast, (x, w), (dx, dw))[1], jax.jvp(plain, (x, w), (dx, dw))[1])
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, want in zip(jax.vjp(fast, x, w)[1](ct), jax.vjp(plain, x, w)[1](ct)):
+        _close(got, want)
+    # The gradient of a JVP (reverse over forward), in the input, the weights and the tangent.
+    for got, want in zip(jax.grad(_jvp_loss(fast), (0, 1, 2))(x, w, dx),
+                         jax.grad(_jvp_loss(plain), (0, 1, 2))(x, w, dx)):
+        _close(got, want, tol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_cpu_gradient_of_a_jvp_is_canonical_undilated_convolutions(stride):
+    x, w = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    fast, plain = _through_jvp_pair(2, 3, (stride, stride), ((1, 1), (1, 1)))
+    grad_fast = jax.grad(_jvp_loss(fast), (0, 1))
+    # Two forward convolutions (value and tangent); per phase, the value's input and weight
+    # gradients and the tangent's weight gradient (its input gradient is not asked for).
+    forms = _conv_forms(grad_fast, x, w, x)
+    assert forms == [CANONICAL] * (2 + 3 * stride**2)
+    assert CANONICAL not in set(_conv_forms(jax.grad(_jvp_loss(plain), (0, 1)), x, w, x)[2:])
 
 
 @pytest.mark.parametrize(
