@@ -1,13 +1,15 @@
-"""Convolution input gradients on the CPU: lax's own against ``jaxebm.nn.conv.polyphase_conv``.
+"""Convolution gradients on the CPU: lax's own against ``jaxebm.nn.conv.polyphase_conv``.
 
 For each convolution of WRN-10-2 at batch 64 (CIFAR-shaped input), times the forward pass and
 the gradient in ``x`` of ``sum(tanh(conv(x, w)))`` (a forward pass and an input gradient, what
 every SGLD step computes per layer) by autodiff of ``lax.conv_general_dilated`` and of
 ``polyphase_conv``, each both straight and inside a ``lax.fori_loop`` that feeds the gradient
 back (as a scanned SGLD chain does), where XLA's CPU backend runs a kernel whose in/out
-dimensions are swapped in the dimension numbers on a slow path::
+dimensions are swapped in the dimension numbers on a slow path. ``--weights`` adds the gradient
+in ``w``, straight and inside a loop that feeds it back into ``w`` (as a training step whose
+forward pass is a loop, an ODE solve, computes it)::
 
-    python benchmarks/conv_grad.py [--batch 64] [--loop-steps 10] [--repeats 5]
+    python benchmarks/conv_grad.py [--batch 64] [--loop-steps 10] [--repeats 5] [--weights]
 
 Prints one JSON line per convolution, milliseconds per call (medians of ``--repeats``).
 By default sets ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` (shared/CPU-NOTES.md).
@@ -54,6 +56,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--loop-steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--weights", action="store_true", help="also the weight gradients")
     args = p.parse_args()
     n = args.loop_steps
     for side, c_in, c_out, k, s, pad in WRN_10_2:
@@ -68,13 +71,23 @@ def main() -> None:
             def input_grad(x, w, f=f):
                 return jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, w))))(x)
 
+            def weight_grad(x, w, f=f):
+                return jax.grad(lambda w: jnp.sum(jnp.tanh(f(x, w))))(w)
+
             def looped(x, w, g=input_grad):  # the gradient fed back, as an SGLD chain does
                 return lax.fori_loop(0, n, lambda i, x: x + 1e-3 * g(x, w), x)
+
+            def looped_w(x, w, g=weight_grad):  # as a training loop inside jit (an ODE solve) does
+                return lax.fori_loop(0, n, lambda i, w: w - 1e-3 * g(x, w), w)
 
             if name == "lax":
                 record["forward_ms"] = median_ms(f, x, w, repeats=args.repeats)
             record[f"{name}_grad_ms"] = median_ms(input_grad, x, w, repeats=args.repeats)
             record[f"{name}_in_loop_ms"] = median_ms(looped, x, w, repeats=args.repeats, per=n)
+            if args.weights:
+                record[f"{name}_wgrad_ms"] = median_ms(weight_grad, x, w, repeats=args.repeats)
+                record[f"{name}_wgrad_in_loop_ms"] = median_ms(looped_w, x, w, repeats=args.repeats,
+                                                               per=n)
         print(json.dumps(record), flush=True)
 
 

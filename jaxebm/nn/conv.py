@@ -1,4 +1,4 @@
-r"""Convolutions whose input gradient is written as plain stride-1 convolutions, fast on the CPU.
+r"""Convolutions whose gradients are written as plain stride-1 convolutions, fast on the CPU.
 
 Along one spatial axis a convolution with stride :math:`s`, taps :math:`a = 0..k-1` and low
 padding :math:`P` is :math:`y[i] = \sum_a x[s i + a - P]\, w[a]`, so its input gradient (the VJP
@@ -20,22 +20,38 @@ a stride-1 correlation of :math:`\bar y` (padded by :math:`J_r - 1 - e_r` below)
 taps reversed and their in/out channels swapped; the phases interleave into :math:`\bar x`. For
 :math:`s = 1` there is one phase, the familiar correlation with the flipped kernel. On an image
 the phases are pairs :math:`(r_1, r_2)`, which together use every tap once: the FLOPs of the
-forward pass.
+forward pass. The weight gradient splits the same way, by the phase :math:`r` of the tap
+:math:`a = r + s j`: with :math:`\tilde x` the padded input and :math:`\tilde x_r = \tilde
+x[r::s]`,
+
+.. math::
+
+    \bar w[r + s j] = \sum_{n, i} \tilde x_r[n, i + j] \otimes \bar y[n, i],
+
+a stride-1 correlation of :math:`\tilde x_r` with :math:`\bar y` as the kernel, the batch summed
+as the input feature and the input channels in the place of the batch (:func:`weight_grad`).
 
 Why: autodiff's own transpose of a convolution is a convolution of :math:`\bar y` dilated by
 the stride, with the kernel's in/out dimensions swapped in the dimension numbers rather than in
-memory. XLA's CPU backend runs the dilated form at a third to two thirds of the speed of the
-polyphase form, and inside a loop (a ``lax.scan`` SGLD chain) it runs swapped-kernel convolutions
-on a slow path, 3-14x slower at WRN-10-2's shapes (``benchmarks/conv_grad.py``).
+memory; its weight gradient is a convolution that reads both operands in their native layouts.
+XLA's CPU backend runs the dilated forms at a third to two thirds of the speed of the polyphase
+ones, and inside a loop (a ``lax.scan`` SGLD chain, an ODE solve) it runs all of them on a slow
+path: input gradients 3-14x and weight gradients 20-140x slower than the canonical forms
+(``benchmarks/conv_grad.py``). Outside loops XLA's own weight gradient is 10-20% faster.
+
 :func:`polyphase_conv` computes the value with XLA's convolution and defines its derivative (a
 ``custom_jvp`` whose rule is the exact tangent map
 :math:`\mathrm{conv}(\dot x, w) + \mathrm{conv}(x, \dot w)`) so that reverse mode computes
-:math:`\bar x` as above, from materialized, canonically laid-out kernels: the input term of the
-tangent is ``linear_transpose`` of the formula, which reverse mode transposes back into it.
-Results agree with ``lax.conv_general_dilated`` to float rounding in every autodiff mode; the
-forward-mode tangent is the transposed form, fine outside loops. Other backends run these
-convolutions natively and keep the plain convolution. Measured in benchmarks/README.md ("JEM
-step").
+:math:`\bar x` as above (and, with ``canonical_weight_grad``, :math:`\bar w`), with both
+operands of every convolution materialized in the canonical layout: each such term of the
+tangent is ``linear_transpose`` of its gradient's formula, which reverse mode transposes back
+into it. Forward mode therefore evaluates transposed forms, fine outside loops. For networks whose JVPs are themselves differentiated in
+reverse mode (a CNF's dynamics under a JVP trace estimator, inside the ODE solve),
+``through_jvp=True`` gives a second rule whose tangent is the same convolution applied to the
+tangents: forward mode runs canonical convolutions, and the reverse pass over them differentiates
+each by the first rule, with canonical weight gradients. Results agree with ``lax.conv_general_dilated`` to float rounding in
+every autodiff mode. Other backends run these convolutions natively and keep the plain
+convolution. Measured in benchmarks/README.md ("JEM step", "FFJORD on images").
 """
 
 from __future__ import annotations
@@ -111,16 +127,11 @@ def input_grad(cot: Array, rhs: Array, strides: Sequence[int], pads: Sequence[tu
 
 def weight_grad(lhs: Array, cot: Array, kernel_spatial: Sequence[int], strides: Sequence[int],
                 pads: Sequence[tuple[int, int]], precision: Any = None) -> Array:
-    r"""The VJP of the channels-last convolution ``(lhs, w) -> y`` in ``w``, for the cotangent
-    ``cot`` of ``y``, as one canonical stride-1 convolution per phase of the stride.
+    """The VJP of the channels-last convolution ``(lhs, w) -> y`` in ``w``, for the cotangent
+    ``cot`` of ``y``, as one stride-1 convolution per phase of the stride (module docstring).
 
-    With :math:`\tilde x` the padded input, :math:`\bar w[a] = \sum_{n, i} \tilde x[n, s i + a]
-    \otimes \bar y[n, i]`. The taps :math:`a = r + s j` of phase :math:`r` read
-    :math:`\tilde x_r = \tilde x[r::s]` at :math:`i + j`: a correlation of :math:`\tilde x_r`
-    with :math:`\bar y` as the kernel, in which the batch is summed as the input feature and the
-    input channels play the batch. Both operands are transposed in memory, so the convolution has
-    the canonical layout; XLA's own weight gradient, a convolution in the same operands' native
-    layouts, runs tens of times slower inside a loop on the CPU.
+    Both operands are transposed in memory (the input channels as the batch, the batch as the
+    input feature), so each convolution has the canonical layout.
     """
     nd = len(strides)
     c_in, c_out = lhs.shape[-1], cot.shape[-1]
@@ -141,7 +152,7 @@ def weight_grad(lhs: Array, cot: Array, kernel_spatial: Sequence[int], strides: 
         part = lax.conv_general_dilated(image, kernel, (1,) * nd, "VALID", dimension_numbers=dn,
                                         precision=precision)  # (c_in, taps.., c_out)
         part = jnp.moveaxis(part, 0, -2)
-        if rs == (0,) * nd and strides == (1,) * nd:
+        if all(s == 1 for s in strides):
             return part
         w_bar = w_bar.at[tuple(slice(r, None, s) for r, s in zip(rs, strides))].set(part)
     return w_bar
@@ -154,8 +165,9 @@ def _sum(terms: list[Array], like: Array) -> Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _conv(lhs: Array, rhs: Array, static: tuple) -> Array:
-    """XLA's convolution; differentiated so that reverse mode computes ``input_grad``."""
-    strides, pads, precision, kwargs = static
+    """XLA's convolution; differentiated so that reverse mode computes ``input_grad`` (and, with
+    ``static``'s last flag, ``weight_grad``)."""
+    strides, pads, precision, kwargs, _ = static
     return lax.conv_general_dilated(
         lhs, rhs, strides, pads, dimension_numbers=_channels_last_spec(lhs.ndim),
         precision=precision, **dict(kwargs),
@@ -166,10 +178,11 @@ def _conv(lhs: Array, rhs: Array, static: tuple) -> Array:
 def _conv_jvp(static: tuple, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     # The exact tangent map conv(d lhs, rhs) + conv(lhs, d rhs). Its lhs term is the transpose of
     # input_grad (a linear map of the cotangent), so reverse mode, transposing it once more, runs
-    # input_grad itself; the rhs term stays XLA's, whose transpose is the weight gradient.
+    # input_grad itself; likewise the rhs term with weight_grad when asked, else XLA's
+    # convolution, whose transpose is XLA's weight gradient: slightly faster outside loops.
     lhs, rhs = primals
     d_lhs, d_rhs = tangents
-    strides, pads, precision, _ = static
+    strides, pads, precision, _, canonical_weight_grad = static
     y = _conv(lhs, rhs, static)
     terms = []
     if not isinstance(d_lhs, SymbolicZero):
@@ -177,7 +190,9 @@ def _conv_jvp(static: tuple, primals: tuple, tangents: tuple) -> tuple[Array, Ar
                                      in_spatial=lhs.shape[1:-1], precision=precision)
         (term,) = jax.linear_transpose(grad_map, jax.ShapeDtypeStruct(y.shape, y.dtype))(d_lhs)
         terms.append(term)
-    if not isinstance(d_rhs, SymbolicZero):
+    if not isinstance(d_rhs, SymbolicZero) and not canonical_weight_grad:
+        terms.append(_conv(lhs, d_rhs, static))
+    elif not isinstance(d_rhs, SymbolicZero):
         w_grad_map = functools.partial(weight_grad, lhs, kernel_spatial=rhs.shape[:-2],
                                        strides=strides, pads=pads, precision=precision)
         (term,) = jax.linear_transpose(w_grad_map, jax.ShapeDtypeStruct(y.shape, y.dtype))(d_rhs)
@@ -221,6 +236,7 @@ def polyphase_conv(
     precision: Any = None,
     *,
     through_jvp: bool = False,
+    canonical_weight_grad: bool | None = None,
     **kwargs: Any,
 ) -> Array:
     """Drop-in for ``lax.conv_general_dilated``, as ``nnx.Conv(conv_general_dilated=...)`` calls it.
@@ -230,6 +246,9 @@ def polyphase_conv(
     ``lax.conv_general_dilated``. ``through_jvp=True``: forward mode evaluates the tangent as
     plain convolutions, whose reverse-mode derivatives are again the module's (the gradient of
     a JVP); plain reverse mode is then lax's (use the default for it).
+    ``canonical_weight_grad`` (default: ``through_jvp``): the weight gradient by
+    :func:`weight_grad`, for weights differentiated inside loops; otherwise XLA's, 10-20%
+    faster outside loops and about 85x slower inside them (benchmarks/README.md, "JEM step").
     """
 
     def plain(lhs, rhs):
@@ -249,20 +268,29 @@ def polyphase_conv(
         return plain(lhs, rhs)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
-    static = (strides, tuple(map(tuple, padding)), precision, tuple(sorted(kwargs.items())))
+    if canonical_weight_grad is None:
+        canonical_weight_grad = through_jvp
+    static = (strides, tuple(map(tuple, padding)), precision, tuple(sorted(kwargs.items())),
+              bool(canonical_weight_grad))
     conv = _conv_through_jvp if through_jvp else _conv
     return lax.platform_dependent(lhs, rhs, cpu=lambda lhs, rhs: conv(lhs, rhs, static),
                                   default=plain)
 
 
-def Conv(*args: Any, through_jvp: bool = False, **kwargs: Any) -> nnx.Conv:  # noqa: N802
+def Conv(*args: Any, through_jvp: bool = False, canonical_weight_grad: bool | None = None,  # noqa: N802
+         **kwargs: Any) -> nnx.Conv:
     """``nnx.Conv`` (a module factory, named like one) with :func:`polyphase_conv`: the same
     parameters and values, with gradients several times faster on the CPU, also inside loops (an
     SGLD chain, an ODE solve).
 
-    ``through_jvp=True`` for networks whose JVPs are differentiated in reverse mode (the dynamics
-    of a CNF with a JVP trace estimator); the default suits networks differentiated in reverse
-    mode only (energies, classifiers).
+    The default suits networks differentiated in reverse mode, their weights outside loops
+    (energies, classifiers). ``through_jvp=True`` for networks whose JVPs are differentiated in
+    reverse mode inside loops (the dynamics of a CNF with a JVP trace estimator);
+    ``canonical_weight_grad=True`` for weights differentiated inside loops.
     """
-    conv = functools.partial(polyphase_conv, through_jvp=through_jvp) if through_jvp else polyphase_conv
+    if through_jvp or canonical_weight_grad is not None:
+        conv = functools.partial(polyphase_conv, through_jvp=through_jvp,
+                                 canonical_weight_grad=canonical_weight_grad)
+    else:
+        conv = polyphase_conv
     return nnx.Conv(*args, conv_general_dilated=conv, **kwargs)

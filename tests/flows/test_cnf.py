@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fixtures.lowering import CANONICAL_CONV, conv_forms
 from jaxebm.flows import cnf, multiscale
 from jaxebm.nn.odenet import ODENet
 
@@ -105,3 +106,22 @@ def test_solver_config_rejects_bad_values():
         cnf.SolverConfig("euler")
     with pytest.raises(ValueError, match="adjoint="):
         cnf.SolverConfig(adjoint="magic")
+
+
+def test_image_dynamics_train_on_canonical_convolutions():
+    # Training an image CNF differentiates its dynamics' JVPs (the Hutchinson trace) inside the
+    # solver's loop; XLA's CPU backend runs lax's own convolution gradients there 5-85x slower
+    # (jaxebm.nn.conv). Every convolution of that gradient must be in the canonical form.
+    net = ODENet(4, (8,), layer_type="concat", activation="softplus", conv=True, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(net)
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+    eps = jax.random.rademacher(jax.random.key(1), x.shape, jnp.float32)
+
+    def loss(params):
+        out = cnf.block_forward(lambda p, t, z: nnx.merge(graphdef, p)(t, z), params,
+                                jnp.float32(1.0), x, trace="rademacher", eps=eps,
+                                solver=cnf.SolverConfig("tsit5", rtol=1e-3, atol=1e-3))
+        return jnp.mean(cnf.standard_normal_logpdf(out.z) + out.int_trace)
+
+    forms = conv_forms(jax.grad(loss), params)
+    assert forms and set(forms) == {CANONICAL_CONV}

@@ -3,14 +3,13 @@ input gradient's form on the CPU."""
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
+from fixtures.lowering import CANONICAL_CONV, conv_forms
 from jaxebm.nn.conv import polyphase_conv
 
 SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -34,9 +33,9 @@ CASES = [
 ]
 
 
-def _pair(d, k, strides, padding):
+def _pair(d, k, strides, padding, **options):
     def fast(x, w):
-        return polyphase_conv(x, w, strides, padding, dimension_numbers=SPECS[d])
+        return polyphase_conv(x, w, strides, padding, dimension_numbers=SPECS[d], **options)
 
     def plain(x, w):
         return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=SPECS[d])
@@ -95,35 +94,45 @@ def _primitives(fn, *args) -> set[str]:
     return {eqn.primitive.name for eqn in _eqns(jax.make_jaxpr(fn)(*args).jaxpr)}
 
 
-def _conv_forms(fn, *args) -> list[tuple[str, str, str]]:
-    """``(dimension numbers, lhs dilation, rhs dilation)`` of every convolution in ``fn`` as jit
-    lowers it for this (CPU) backend."""
-    text = jax.jit(fn).lower(*args).as_text()
-    return re.findall(r"dim_numbers = (.*?), window = \{.*?lhs_dilate = \[([0-9, ]+)\], "
-                      r"rhs_dilate = \[([0-9, ]+)\]", text)
+@pytest.mark.parametrize("d, k, strides, padding, n", CASES)
+def test_canonical_weight_gradients_match_lax(d, k, strides, padding, n):
+    rng = np.random.default_rng(3 + d * 100 + k * 10 + n)
+    x = jnp.asarray(rng.standard_normal((2,) + (n,) * d + (3,)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k,) * d + (3, 4)), jnp.float32)
+    fast, plain = _pair(d, k, strides, padding, canonical_weight_grad=True)
+    y = plain(x, w)
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, want in zip(jax.vjp(fast, x, w)[1](ct), jax.vjp(plain, x, w)[1](ct)):
+        _close(got, want)
+    dw = jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
+    _close(jax.jvp(lambda w: fast(x, w), (w,), (dw,))[1], jax.jvp(lambda w: plain(x, w), (w,), (dw,))[1])
 
+    def penalty(conv):  # the weights' gradient of an input-gradient penalty: second order
+        return lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w))))(x) ** 2)
 
-CANONICAL = ("[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]", "1, 1", "1, 1")
+    _close(jax.grad(penalty(fast))(w), jax.grad(penalty(plain))(w), tol=1e-5)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_the_cpu_gradients_are_canonical_undilated_convolutions(stride):
     x, w = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
     fast, plain = _pair(2, 3, (stride, stride), ((1, 1), (1, 1)))
+    canonical_w = _pair(2, 3, (stride, stride), ((1, 1), (1, 1)), canonical_weight_grad=True)[0]
     assert "custom_jvp_call" in _primitives(fast, x, w)
     # lax's input gradient swaps the kernel's in/out in the dimension numbers (and, strided,
     # dilates the cotangent); its weight gradient reads both operands in their native layouts
     # (and, strided, dilates the cotangent as the kernel). XLA's CPU backend runs these forms
-    # slowly, inside loops 3-80x slowly. The rule's gradients are one canonical, undilated
-    # convolution per phase of the stride.
+    # slowly, inside loops 3-140x slowly. The rule's gradients are one canonical, undilated
+    # convolution per phase of the stride; the weight gradient only when asked.
     d = f"{stride}, {stride}"
-    assert _conv_forms(jax.grad(lambda x: jnp.sum(plain(x, w))), x) == [
-        ("[b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f]", d, "1, 1")]
-    assert _conv_forms(jax.grad(lambda w: jnp.sum(plain(x, w))), w) == [
-        ("[f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f]", "1, 1", d)]
-    for arg in (0, 1):
-        grad = jax.grad(lambda x, w: jnp.sum(fast(x, w)), arg)
-        assert _conv_forms(grad, x, w) == [CANONICAL] * stride**2
+    lax_input_grad = [("[b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f]", d, "1, 1")]
+    lax_weight_grad = [("[f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f]", "1, 1", d)]
+    assert conv_forms(jax.grad(lambda x: jnp.sum(plain(x, w))), x) == lax_input_grad
+    assert conv_forms(jax.grad(lambda w: jnp.sum(plain(x, w))), w) == lax_weight_grad
+    for conv in (fast, canonical_w):
+        assert conv_forms(jax.grad(lambda x: jnp.sum(conv(x, w))), x) == [CANONICAL_CONV] * stride**2
+    assert conv_forms(jax.grad(lambda w: jnp.sum(fast(x, w))), w) == lax_weight_grad
+    assert conv_forms(jax.grad(lambda w: jnp.sum(canonical_w(x, w))), w) == [CANONICAL_CONV] * stride**2
 
 
 def _through_jvp_pair(d, k, strides, padding):
@@ -167,9 +176,9 @@ def test_the_cpu_gradient_of_a_jvp_is_canonical_undilated_convolutions(stride):
     grad_fast = jax.grad(_jvp_loss(fast), (0, 1))
     # Two forward convolutions (value and tangent); per phase, the value's input and weight
     # gradients and the tangent's weight gradient (its input gradient is not asked for).
-    forms = _conv_forms(grad_fast, x, w, x)
-    assert forms == [CANONICAL] * (2 + 3 * stride**2)
-    assert CANONICAL not in set(_conv_forms(jax.grad(_jvp_loss(plain), (0, 1)), x, w, x)[2:])
+    forms = conv_forms(grad_fast, x, w, x)
+    assert forms == [CANONICAL_CONV] * (2 + 3 * stride**2)
+    assert CANONICAL_CONV not in set(conv_forms(jax.grad(_jvp_loss(plain), (0, 1)), x, w, x)[2:])
 
 
 @pytest.mark.parametrize(
