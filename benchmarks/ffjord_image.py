@@ -11,8 +11,8 @@ gradients 5-85x slower than straight (benchmarks/README.md, "FFJORD on images"):
 
 ``--data mnist`` writes random 28x28 images as IDX files into a temporary directory: the step's
 cost, not its quality, is measured. Prints one JSON line per setting: compile plus first step,
-the median seconds per step after it, and the NFE. ``--conv`` runs the settings in turn, ``--rounds``
-times, so that a drifting machine shows in every setting alike. By default sets
+the median seconds per step after it, and the NFE. ``--conv`` runs the settings in turn,
+``--rounds`` times, so that a drifting machine shows in every setting alike. By default sets
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` (shared/CPU-NOTES.md).
 """
 
@@ -71,20 +71,23 @@ def time_steps(cfg, conv: str, steps: int) -> dict:
     times, nfes = [], [int(m["nfe"])]
     for step in range(1, steps):
         t0 = time.perf_counter()
-        state, bad, m = step_fn(state, bad, method.data.train_batch(step), root, jax.numpy.int32(step))
+        batch = method.data.train_batch(step)
+        state, bad, m = step_fn(state, bad, batch, root, jax.numpy.int32(step))
         jax.block_until_ready(state)
         times.append(time.perf_counter() - t0)
         nfes.append(int(m["nfe"]))
     return {"conv": conv, "compile_and_first_step_s": round(first, 2),
             "median_step_s": round(statistics.median(times), 4) if times else None,
-            "nfe_first_last": [nfes[0], nfes[-1]], "loss_last": float(m["loss"]), "bad_step": int(bad)}
+            "nfe_first_last": [nfes[0], nfes[-1]], "loss_last": float(m["loss"]),
+            "bad_step": int(bad)}
 
 
 ORIGINAL_CONV = odenet.Conv
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="digits", choices=("digits", "mnist"))
     p.add_argument("--conv", default="polyphase,lax")
     p.add_argument("--batch", type=int, default=0, help="0: the config's")

@@ -45,11 +45,13 @@ path: input gradients 3-14x and weight gradients 20-140x slower than the canonic
 :math:`\bar x` as above (and, with ``canonical_weight_grad``, :math:`\bar w`), with both
 operands of every convolution materialized in the canonical layout: each such term of the
 tangent is ``linear_transpose`` of its gradient's formula, which reverse mode transposes back
-into it. Forward mode therefore evaluates transposed forms, fine outside loops. For networks whose JVPs are themselves differentiated in
-reverse mode (a CNF's dynamics under a JVP trace estimator, inside the ODE solve),
-``through_jvp=True`` gives a second rule whose tangent is the same convolution applied to the
-tangents: forward mode runs canonical convolutions, and the reverse pass over them differentiates
-each by the first rule, with canonical weight gradients. Results agree with ``lax.conv_general_dilated`` to float rounding in
+into it. Forward mode therefore evaluates transposed forms, fine outside loops.
+
+For networks whose JVPs are themselves differentiated in reverse mode (a CNF's dynamics under a
+JVP trace estimator, inside the ODE solve), ``through_jvp=True`` gives a second rule whose
+tangent is the same convolution applied to the tangents: forward mode runs canonical
+convolutions, and the reverse pass over them differentiates each by the first rule, with
+canonical weight gradients. Results agree with ``lax.conv_general_dilated`` to float rounding in
 every autodiff mode. Other backends run these convolutions natively and keep the plain
 convolution. Measured in benchmarks/README.md ("JEM step", "FFJORD on images").
 """
@@ -190,13 +192,13 @@ def _conv_jvp(static: tuple, primals: tuple, tangents: tuple) -> tuple[Array, Ar
                                      in_spatial=lhs.shape[1:-1], precision=precision)
         (term,) = jax.linear_transpose(grad_map, jax.ShapeDtypeStruct(y.shape, y.dtype))(d_lhs)
         terms.append(term)
-    if not isinstance(d_rhs, SymbolicZero) and not canonical_weight_grad:
-        terms.append(_conv(lhs, d_rhs, static))
-    elif not isinstance(d_rhs, SymbolicZero):
+    if not isinstance(d_rhs, SymbolicZero) and canonical_weight_grad:
         w_grad_map = functools.partial(weight_grad, lhs, kernel_spatial=rhs.shape[:-2],
                                        strides=strides, pads=pads, precision=precision)
         (term,) = jax.linear_transpose(w_grad_map, jax.ShapeDtypeStruct(y.shape, y.dtype))(d_rhs)
         terms.append(term)
+    elif not isinstance(d_rhs, SymbolicZero):
+        terms.append(_conv(lhs, d_rhs, static))
     return y, _sum(terms, y)
 
 
@@ -248,7 +250,7 @@ def polyphase_conv(
     a JVP); plain reverse mode is then lax's (use the default for it).
     ``canonical_weight_grad`` (default: ``through_jvp``): the weight gradient by
     :func:`weight_grad`, for weights differentiated inside loops; otherwise XLA's, 10-20%
-    faster outside loops and about 85x slower inside them (benchmarks/README.md, "JEM step").
+    faster outside loops and 16-140x slower inside them (benchmarks/README.md, "JEM step").
     """
 
     def plain(lhs, rhs):
@@ -277,8 +279,8 @@ def polyphase_conv(
                                   default=plain)
 
 
-def Conv(*args: Any, through_jvp: bool = False, canonical_weight_grad: bool | None = None,  # noqa: N802
-         **kwargs: Any) -> nnx.Conv:
+def Conv(*args: Any, through_jvp: bool = False,  # noqa: N802
+         canonical_weight_grad: bool | None = None, **kwargs: Any) -> nnx.Conv:
     """``nnx.Conv`` (a module factory, named like one) with :func:`polyphase_conv`: the same
     parameters and values, with gradients several times faster on the CPU, also inside loops (an
     SGLD chain, an ODE solve).

@@ -45,7 +45,7 @@ class TimeLayer(nnx.Module):
         extra = 1 if layer_type == "concat" else 0
         if conv:
             # The CNF differentiates this net's JVPs (the trace estimator) inside the ODE solve;
-            # lax's derivatives of that run 16x slower there on the CPU (jaxebm.nn.conv).
+            # lax's derivatives made its training steps 10-15x slower on the CPU (jaxebm.nn.conv).
             self.main = Conv(d_in + extra, d_out, (3, 3), padding="SAME", through_jvp=True,
                              rngs=rngs)
         else:

@@ -105,7 +105,8 @@ def test_canonical_weight_gradients_match_lax(d, k, strides, padding, n):
     for got, want in zip(jax.vjp(fast, x, w)[1](ct), jax.vjp(plain, x, w)[1](ct)):
         _close(got, want)
     dw = jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
-    _close(jax.jvp(lambda w: fast(x, w), (w,), (dw,))[1], jax.jvp(lambda w: plain(x, w), (w,), (dw,))[1])
+    _close(jax.jvp(lambda w: fast(x, w), (w,), (dw,))[1],
+           jax.jvp(lambda w: plain(x, w), (w,), (dw,))[1])
 
     def penalty(conv):  # the weights' gradient of an input-gradient penalty: second order
         return lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w))))(x) ** 2)
@@ -130,15 +131,11 @@ def test_the_cpu_gradients_are_canonical_undilated_convolutions(stride):
     assert conv_forms(jax.grad(lambda x: jnp.sum(plain(x, w))), x) == lax_input_grad
     assert conv_forms(jax.grad(lambda w: jnp.sum(plain(x, w))), w) == lax_weight_grad
     for conv in (fast, canonical_w):
-        assert conv_forms(jax.grad(lambda x: jnp.sum(conv(x, w))), x) == [CANONICAL_CONV] * stride**2
+        grad = jax.grad(lambda x: jnp.sum(conv(x, w)))
+        assert conv_forms(grad, x) == [CANONICAL_CONV] * stride**2
     assert conv_forms(jax.grad(lambda w: jnp.sum(fast(x, w))), w) == lax_weight_grad
-    assert conv_forms(jax.grad(lambda w: jnp.sum(canonical_w(x, w))), w) == [CANONICAL_CONV] * stride**2
-
-
-def _through_jvp_pair(d, k, strides, padding):
-    fast = lambda x, w: polyphase_conv(x, w, strides, padding, dimension_numbers=SPECS[d],  # noqa: E731
-                                       through_jvp=True)
-    return fast, _pair(d, k, strides, padding)[1]
+    grad = jax.grad(lambda w: jnp.sum(canonical_w(x, w)))
+    assert conv_forms(grad, w) == [CANONICAL_CONV] * stride**2
 
 
 def _jvp_loss(conv):
@@ -156,7 +153,7 @@ def test_through_jvp_values_and_derivatives_match_lax(d, k, strides, padding, n)
     w = jnp.asarray(rng.standard_normal((k,) * d + (3, 4)), jnp.float32)
     dx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
     dw = jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
-    fast, plain = _through_jvp_pair(d, k, strides, padding)
+    fast, plain = _pair(d, k, strides, padding, through_jvp=True)
     y = plain(x, w)
     _close(jax.jit(fast)(x, w), y, tol=0)
     _close(jax.jvp(fast, (x, w), (dx, dw))[1], jax.jvp(plain, (x, w), (dx, dw))[1])
@@ -172,7 +169,7 @@ def test_through_jvp_values_and_derivatives_match_lax(d, k, strides, padding, n)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_the_cpu_gradient_of_a_jvp_is_canonical_undilated_convolutions(stride):
     x, w = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
-    fast, plain = _through_jvp_pair(2, 3, (stride, stride), ((1, 1), (1, 1)))
+    fast, plain = _pair(2, 3, (stride, stride), ((1, 1), (1, 1)), through_jvp=True)
     grad_fast = jax.grad(_jvp_loss(fast), (0, 1))
     # Two forward convolutions (value and tangent); per phase, the value's input and weight
     # gradients and the tangent's weight gradient (its input gradient is not asked for).
