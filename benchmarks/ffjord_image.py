@@ -41,6 +41,7 @@ from jaxebm.train.loop import guarded_step, root_key  # noqa: E402
 from jaxebm.train.method import build_method  # noqa: E402
 
 CONFIG = str(Path(__file__).parent.parent / "configs" / "ffjord.py")
+ORIGINAL_CONV = odenet.Conv  # jaxebm.nn.conv.Conv; "lax" swaps in plain_conv
 
 
 def plain_conv(*args, through_jvp: bool = False, **kwargs) -> nnx.Conv:
@@ -81,8 +82,6 @@ def time_steps(cfg, conv: str, steps: int) -> dict:
             "nfe_first_last": [nfes[0], nfes[-1]], "loss_last": float(m["loss"]),
             "bad_step": int(bad)}
 
-
-ORIGINAL_CONV = odenet.Conv
 
 
 def main() -> None:

@@ -290,9 +290,13 @@ def Conv(*args: Any, through_jvp: bool = False,  # noqa: N802
     reverse mode inside loops (the dynamics of a CNF with a JVP trace estimator);
     ``canonical_weight_grad=True`` for weights differentiated inside loops.
     """
-    if through_jvp or canonical_weight_grad is not None:
-        conv = functools.partial(polyphase_conv, through_jvp=through_jvp,
-                                 canonical_weight_grad=canonical_weight_grad)
-    else:
-        conv = polyphase_conv
+    conv = _configured(through_jvp, canonical_weight_grad)
     return nnx.Conv(*args, conv_general_dilated=conv, **kwargs)
+
+
+@functools.cache
+def _configured(through_jvp: bool, canonical_weight_grad: bool | None) -> Any:
+    """One function object per option set, so that models built twice have equal graphdefs
+    (the function is a static attribute of the module) and jit does not trace them again."""
+    return functools.partial(polyphase_conv, through_jvp=through_jvp,
+                             canonical_weight_grad=canonical_weight_grad)
