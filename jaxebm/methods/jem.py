@@ -35,8 +35,9 @@ as unrolled on the CPU, where autodiff's own take a path 3-14x slower inside loo
 (benchmarks/conv_grad.py); the scan compiles 2-4x faster.
 
 Evaluation (on ``eval.split``: ``test``, ``validation`` or both): accuracy and negative
-log-likelihood, expected calibration error (15 bins), mean confidence :math:`\max_y p(y \mid x)`,
-and OOD AUROC (in-distribution = the test split, positive class) for JEM's three scores
+log-likelihood, expected calibration error (15 bins) beside the ECE a perfectly calibrated model
+with the same confidences would show by chance on the same test set (``ece_calibrated``, the
+binned ECE's floor), mean confidence :math:`\max_y p(y \mid x)`, and OOD AUROC (in-distribution = the test split, positive class) for JEM's three scores
 :math:`\log \tilde p(x)`, :math:`\max_y p(y \mid x)` and :math:`-\lVert \nabla_x \log \tilde
 p(x) \rVert_2` against each configured OOD set: TFDS test splits of the same image shape
 (``svhn``, ``cifar100``, ...) or sets made from the test split with a fixed seed (``permuted``:
@@ -463,6 +464,9 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
             "accuracy": float(np.mean(np.argmax(log_probs, axis=1) == test_y)),
             "nll": float(-np.mean(np.take_along_axis(log_probs, test_y[:, None], axis=1))),
             "ece": calibration.expected_calibration_error(probs, test_y, e.ece_bins),
+            # The ECE a perfectly calibrated model with these confidences shows by chance on
+            # this test set: the binned ECE's floor, against which "ece" is read.
+            "ece_calibrated": calibration.calibrated_ece(np.max(probs, axis=1), e.ece_bins),
             # Above the accuracy: overconfident on average; below: underconfident.
             "mean_confidence": float(np.mean(np.max(probs, axis=1))),
             "logpx_test": float(np.mean(scores_in["log_px"])),

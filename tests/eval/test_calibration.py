@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from jaxebm.eval.calibration import (
+    calibrated_ece,
     expected_calibration_error,
     reliability_diagram,
     reliability_stats,
@@ -92,3 +95,29 @@ def test_reliability_diagram_png(tmp_path):
 def test_bad_inputs(conf, correct):
     with pytest.raises(ValueError):
         reliability_stats(conf, correct)
+
+
+@pytest.mark.parametrize("n,c,n_bins", [(40, 0.9, 15), (200, 0.97, 15), (25, 0.5, 1)])
+def test_calibrated_ece_matches_the_binomial_closed_form(n, c, n_bins):
+    # n predictions at one confidence c fill one bin; the number right is Binomial(n, c), so the
+    # expected ECE of a calibrated model is sum_k P(k) |k/n - c|, exactly.
+    k = np.arange(n + 1)
+    pmf = np.array([math.comb(n, i) * c**i * (1 - c) ** (n - i) for i in k])
+    gap = np.abs(k / n - c)
+    mean = float(np.sum(pmf * gap))
+    sd = float(np.sqrt(np.sum(pmf * gap**2) - mean**2))
+    draws = 4000
+    floor = calibrated_ece(np.full(n, c), n_bins, draws=draws, seed=n)
+    assert floor == pytest.approx(mean, abs=4 * sd / np.sqrt(draws))
+    assert mean > 0.005  # a calibrated model's ECE is not 0 on a finite set
+
+
+def test_calibrated_ece_is_zero_for_certain_predictions_and_adds_over_bins():
+    assert calibrated_ece(np.ones(50)) == 0.0
+    # two bins, each half the set: the floor is the mean of the one-bin floors, up to MC error
+    conf = np.r_[np.full(100, 0.6), np.full(100, 0.95)]
+    both = calibrated_ece(conf, draws=4000, seed=1)
+    alone = [calibrated_ece(np.full(100, c), draws=4000, seed=2) for c in (0.6, 0.95)]
+    assert both == pytest.approx(np.mean(alone), rel=0.05)
+    with pytest.raises(ValueError):
+        calibrated_ece(conf, draws=0)

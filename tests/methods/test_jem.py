@@ -55,6 +55,7 @@ def test_smoke_run_rolls_back_once_and_finishes(tmp_path):
     assert record["step"] == 6 and record == {"step": 6, **results}
     assert 0 <= record["accuracy"] <= 1 and 0 <= record["ece"] <= 1 and record["nll"] > 0
     assert 0.1 <= record["mean_confidence"] <= 1  # a max over 10 class probabilities
+    assert 0 < record["ece_calibrated"] < 1  # the floor of 32 uncertain predictions is above 0
     for name in OOD_SETS:
         for score in ood.SCORES:
             assert 0 <= record[f"auroc_{name}_{score}"] <= 1
