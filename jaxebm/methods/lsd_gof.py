@@ -22,6 +22,16 @@ the critic, without dropout and with the exact trace, is scored on the validatio
 points at the best validation score is the test statistic (model selection; the test points
 never steer training or selection). Reject when ``z > Phi^-1(1 - alpha)``, alpha = 0.05.
 
+Option ``lsd.cross_fit = K`` (not in the paper): the single split scores only ``n_test`` of
+the 1000 points, and the z-score grows with the square root of the points scored. With ``K > 1``
+the points are cut into K blocks of ``n_test`` (``K n_test`` must be all of them); critic ``k``
+is trained and validated, as above, on the points outside block ``k`` and scores block ``k``,
+so every point is scored once by a critic that never saw it. The test statistic is the one
+z-score :math:`\sqrt{n}\,\bar t/\hat\sigma_t` over all ``K n_test`` statistics. Under H0
+each statistic still has mean zero given its critic, but the folds' critics share training
+points, so the pooled statistics are not independent and the normal approximation is an
+assumption that the measured size at sigma = 0 checks. Costs K critics per problem.
+
 Option ``critic.score_input`` (not in the paper): the critic sees the model's score as extra
 input features, :math:`f(x) = \mathrm{MLP}([x, s_q(x)])` with a ``2 d_x -> d_x`` MLP. The test
 already needs :math:`s_q`, so this is generic; it lets the critic build directions out of
@@ -36,11 +46,13 @@ the quadratic-time KSD with a median-heuristic Gaussian kernel and a 1000-replic
 bootstrap (V-statistic, Rademacher weights: kgof's ``KernelSteinTest``), and the linear-time
 KSD with its normal approximation.
 
-**Engineering:** the critics of all ``len(sigmas) * n_reps`` problems live stacked in one state
+**Engineering:** the critics of all ``len(sigmas) * n_reps`` problems (``cross_fit`` each) live
+stacked in one state
 (each flattened to a vector, so Adam runs over one ``(P, n_params)`` array; Adam is elementwise,
 so this is exactly one Adam per critic); one harness step updates every critic once, in chunks
-of ``lsd.chunk`` problems (``lax.map``) to bound memory. The per-critic best validation score and
-the test z-score at that point are kept in the state, so training resumes exactly.
+of ``lsd.chunk`` critics (``lax.map``) to bound memory. The per-critic best validation score and
+the test z-score and per-sample test statistics at that point are kept in the state, so training
+resumes exactly.
 """
 
 from __future__ import annotations
@@ -60,7 +72,7 @@ from jaxebm.methods.lsd import (TRACES, Flat, check_choice, check_critic, check_
                                 critic_loss_fn)
 from jaxebm.nn.swish import SmallMLP
 from jaxebm.estimators.divergence import sample_probe
-from jaxebm.stein import SteinTerms, ksd_test, linear_ksd_test, stein_statistic
+from jaxebm.stein import SteinTerms, ksd_test, linear_ksd_test, stein_statistic, stein_z_test
 from jaxebm.train.method import Method
 from jaxebm.train.optim import make_optimizer
 
@@ -95,6 +107,12 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     if lsd.trace == "exact" and cfg.critic.score_input:
         raise ValueError("critic.score_input=True needs a Hutchinson lsd.trace ('gaussian' or "
                          "'rademacher'): the closed-form trace is for a critic of x alone")
+    check_positive(lsd.cross_fit, "lsd.cross_fit", integer=True)
+    if lsd.cross_fit > 1 and lsd.cross_fit * r.n_test != r.n_train + r.n_val + r.n_test:
+        raise ValueError(
+            f"lsd.cross_fit={lsd.cross_fit} needs the {lsd.cross_fit} test folds to tile the data: "
+            f"cross_fit * rbm.n_test = {lsd.cross_fit * r.n_test} must equal rbm.n_train + "
+            f"rbm.n_val + rbm.n_test = {r.n_train + r.n_val + r.n_test}")
     if not 0.0 < lsd.alpha < 1.0:
         raise ValueError(f"lsd.alpha must be in (0, 1), got {lsd.alpha}")
     check_positive(lsd.val_every, "lsd.val_every", integer=True)
@@ -147,6 +165,8 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     sigmas = tuple(float(s) for s in r.sigmas)
     n_sig, n_reps = len(sigmas), r.n_reps
     n_problems = n_sig * n_reps
+    folds = int(lsd.cross_fit)
+    n_critics = n_problems * folds  # critic c: problem c // folds, test fold c % folds
     n_total = r.n_train + r.n_val + r.n_test
     dx = r.dim_x
     batch = cfg.data.batch_size
@@ -171,6 +191,16 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         sigma = jnp.asarray(sig_arr)[s]
         return p._replace(B=p.B + sigma * state["noise"][rep]), rep
 
+    def critic_data(state, c):
+        """Critic ``c``'s model q and its problem's points, ordered train | validation | test.
+
+        Fold ``k`` tests on the ``k``-th block of ``n_test`` points counted from the end (fold 0:
+        the single split's test points); rolling by ``k n_test`` moves that block to the end.
+        """
+        q, rep = problem_rbm(state, c // folds)
+        x = state["data"][rep]
+        return q, (x if folds == 1 else jnp.roll(x, (c % folds) * r.n_test, axis=0))
+
     def init(key):
         k_rbm, k_data, k_noise, k_critic = jax.random.split(key, 4)
         rbms = jax.vmap(lambda k: rbm_lib.init(k, dx, r.dim_h))(jax.random.split(k_rbm, n_reps))
@@ -178,12 +208,15 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
             rbms, jax.random.split(k_data, n_reps))
         noise = jax.random.normal(k_noise, (n_reps, dx, r.dim_h), jnp.float32)
         critics = jax.vmap(lambda k: Flat.of(make_critic(nnx.Rngs(k))))(
-            jax.random.split(k_critic, n_problems))
+            jax.random.split(k_critic, n_critics))
         return {"rbm": rbms, "data": data, "noise": noise, "critic": critics,
                 "opt": optimizer.init(critics),
-                "best_val": jnp.full((n_problems,), -jnp.inf, jnp.float32),
-                "best_z": jnp.zeros((n_problems,), jnp.float32),
-                "best_step": jnp.full((n_problems,), -1, jnp.int32),
+                "best_val": jnp.full((n_critics,), -jnp.inf, jnp.float32),
+                "best_z": jnp.zeros((n_critics,), jnp.float32),
+                # the selected critic's per-sample statistics on its test fold, pooled over
+                # the folds of a problem by ``problem_z``
+                "best_test_stat": jnp.zeros((n_critics, r.n_test), jnp.float32),
+                "best_step": jnp.full((n_critics,), -1, jnp.int32),
                 "step": jnp.zeros((), jnp.int32)}
 
     # ---------------------------------------------------------------- training
@@ -201,41 +234,46 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
 
     def grads_of_all(state, key):
         def one(args):
-            params, i = args
-            q, rep = problem_rbm(state, i)
-            x = state["data"][rep, : r.n_train]
+            params, c = args
+            q, x = critic_data(state, c)
             (loss, stat), g = jax.value_and_grad(problem_loss, has_aux=True)(
-                params, q, x, jax.random.fold_in(key, i))
+                params, q, x[: r.n_train], jax.random.fold_in(key, c))
             return g, loss, stat
 
-        idx = jnp.arange(n_problems, dtype=jnp.int32)
-        return jax.lax.map(one, (state["critic"], idx), batch_size=min(lsd.chunk, n_problems))
+        idx = jnp.arange(n_critics, dtype=jnp.int32)
+        return jax.lax.map(one, (state["critic"], idx), batch_size=min(lsd.chunk, n_critics))
 
     def exact_scores(state, critics):
-        """Validation power ``mean/std`` and test z-score of every critic (exact trace)."""
+        """Validation power ``mean/std``, test z-score and per-sample test statistics of every
+        critic (exact trace)."""
         def one(args):
-            params, i = args
-            q, rep = problem_rbm(state, i)
+            params, c = args
+            q, x = critic_data(state, c)
             critic = flat.module(params)
             # no key: no dropout
             per_sample = lambda xi: critic(critic_input(q, xi[None], score_input))[0]  # noqa: E731
-            x = state["data"][rep, r.n_train:]
+            x = x[r.n_train:]
             stat = stein_statistic(per_sample, x, rbm_lib.score(q, x), trace="exact").stat
             val, test = stat[: r.n_val], stat[r.n_val:]
             val_power = jnp.mean(val) / (jnp.std(val, ddof=1) + lsd.num_const)
-            z = jnp.sqrt(jnp.float32(r.n_test)) * jnp.mean(test) / (
-                jnp.std(test, ddof=1) + lsd.num_const)
-            return val_power, z
+            return val_power, stein_z_test(test, num_const=lsd.num_const).z, test
 
-        idx = jnp.arange(n_problems, dtype=jnp.int32)
-        return jax.lax.map(one, (critics, idx), batch_size=min(lsd.chunk, n_problems))
+        idx = jnp.arange(n_critics, dtype=jnp.int32)
+        return jax.lax.map(one, (critics, idx), batch_size=min(lsd.chunk, n_critics))
 
     def select(state, critics):
-        val, z = exact_scores(state, critics)
+        val, z, test = exact_scores(state, critics)
         better = val > state["best_val"]  # strict, as the reference: ties keep the earlier
         return {"best_val": jnp.where(better, val, state["best_val"]),
                 "best_z": jnp.where(better, z, state["best_z"]),
+                "best_test_stat": jnp.where(better[:, None], test, state["best_test_stat"]),
                 "best_step": jnp.where(better, state["step"], state["best_step"])}
+
+    def problem_z(state) -> np.ndarray:
+        """Each problem's test z-score: over its single test split, or, cross-fitted, over all
+        of its points, each scored by the critic of the fold that held it out."""
+        stats = jnp.reshape(state["best_test_stat"], (n_problems, folds * r.n_test))
+        return np.asarray(jax.vmap(lambda t: stein_z_test(t, num_const=lsd.num_const).z)(stats))
 
     def train_step(state, batch_, key):
         del batch_  # the data live in the state
@@ -245,7 +283,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         # Validate after the update of steps 0, val_every, 2 val_every, ... (reference order).
         best = jax.lax.cond(
             state["step"] % lsd.val_every == 0, lambda: select(state, critics),
-            lambda: {k: state[k] for k in ("best_val", "best_z", "best_step")})
+            lambda: {k: state[k] for k in ("best_val", "best_z", "best_test_stat", "best_step")})
         new = dict(state, critic=critics, opt=opt, step=state["step"] + 1, **best)
         metrics = {"loss": jnp.mean(losses), "stat": jnp.mean(stats),
                    "best_val_power": jnp.mean(jnp.where(jnp.isfinite(new["best_val"]),
@@ -271,7 +309,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     def rejections(state, key) -> dict[str, np.ndarray]:
         """``{test: (n_sigmas, n_reps) bool}``."""
         quad, lin = kernel_tests(state, key)
-        lsd_rej = np.asarray(state["best_z"]) > threshold
+        lsd_rej = problem_z(state) > threshold
         shape = (n_sig, n_reps)
         return {"lsd": lsd_rej.reshape(shape), "ksd": np.asarray(quad).reshape(shape),
                 "lksd": np.asarray(lin).reshape(shape)}
@@ -285,7 +323,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                 p = float(np.mean(table[j]))
                 out[f"power_{name}_{sigma_tag(sigma)}"] = p
                 out[f"stderr_{name}_{sigma_tag(sigma)}"] = float(np.sqrt(p * (1 - p) / n_reps))
-        z = np.asarray(state["best_z"]).reshape(n_sig, n_reps)
+        z = problem_z(state).reshape(n_sig, n_reps)
         for j, sigma in enumerate(sigmas):
             out[f"mean_z_lsd_{sigma_tag(sigma)}"] = float(np.mean(z[j]))
         return out

@@ -315,6 +315,47 @@ def test_rbm_score_input_critic_trains_and_its_z_is_the_z_test_of_x_and_the_scor
     _assert_selected_z_is_the_z_test(cfg, states[0])
 
 
+def test_rbm_cross_fit_pools_every_point_under_the_critic_that_held_it_out():
+    """lsd.cross_fit = K: K critics per problem; critic k's stored statistics are its Stein
+    statistics on the k-th block of n_test points from the end (fold 0: the single split's test
+    points), the K blocks tile the data, and each problem's z-test pools all of its points."""
+    folds = 4  # rbm_smoke: 40 train + 20 validation + 20 test = 4 x 20
+    cfg = _cfg("rbm_smoke", [f"lsd.cross_fit={folds}"])
+    r = cfg.rbm
+    n_total = r.n_train + r.n_val + r.n_test
+    method = build_method(cfg)
+    states, metrics = _run(method, 1)  # step 0 validates, so every critic has a selection
+    state = states[0]
+    n_problems = len(r.sigmas) * r.n_reps
+    assert state["critic"].shape[0] == n_problems * folds and np.isfinite(metrics[0]["loss"])
+    template = Flat(lambda: SmallMLP(r.dim_x, r.dim_x, hidden=cfg.critic.hidden,
+                                     dropout_rate=cfg.critic.dropout, rngs=nnx.Rngs(0)))
+
+    @jax.jit
+    def stats_of(params, p, noise, sigma, x):
+        q = p._replace(B=p.B + sigma * noise)
+        critic = template.module(params)
+        return stein_statistic(lambda xi: critic(xi[None])[0], x, rbm_lib.score(q, x)).stat
+
+    pooled_z = []
+    for i in range(n_problems):
+        s, rep = divmod(i, r.n_reps)
+        p = jax.tree.map(lambda a: a[rep], state["rbm"])
+        blocks = []
+        for k in range(folds):
+            start = n_total - (k + 1) * r.n_test
+            block = stats_of(state["critic"][i * folds + k], p, state["noise"][rep],
+                             jnp.float32(r.sigmas[s]), state["data"][rep, start:start + r.n_test])
+            np.testing.assert_allclose(state["best_test_stat"][i * folds + k], block,
+                                       rtol=1e-4, atol=1e-4)
+            blocks.append(block)
+        pooled_z.append(float(stein_z_test(jnp.concatenate(blocks)).z))
+    result = method.evaluate(state, jax.random.key(0))
+    for j, sigma in enumerate(r.sigmas):
+        want = np.mean(pooled_z[j * r.n_reps:(j + 1) * r.n_reps])
+        assert result[f"mean_z_lsd_s{sigma:g}"] == pytest.approx(want, rel=1e-4, abs=1e-4)
+
+
 @pytest.mark.parametrize("score_input, trace", [(False, "exact"), (False, "gaussian"),
                                                 (True, "gaussian"), (True, "rademacher")])
 def test_rbm_training_terms_are_the_stein_terms_of_the_critic_field(score_input, trace):
@@ -368,6 +409,8 @@ def test_rbm_evaluation_reports_power_per_test_and_sigma(rbm_run):
     ("rbm_smoke", "ksd.statistic=w", "ksd.statistic"),
     ("rbm_smoke", "lsd.trace=hutch", "lsd.trace='hutch'"),
     ("rbm_smoke", "critic.score_input=True", "critic.score_input"),
+    ("rbm_smoke", "lsd.cross_fit=3", "test folds to tile the data"),
+    ("rbm_smoke", "lsd.cross_fit=0", "lsd.cross_fit"),
 ])
 def test_bad_config_fails_clearly(variant, override, message):
     with pytest.raises(ValueError, match=message):
