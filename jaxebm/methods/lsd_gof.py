@@ -326,6 +326,8 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         z = problem_z(state).reshape(n_sig, n_reps)
         for j, sigma in enumerate(sigmas):
             out[f"mean_z_lsd_{sigma_tag(sigma)}"] = float(np.mean(z[j]))
+            # at sigma = 0 about 1 if the z-test's normal approximation holds
+            out[f"sd_z_lsd_{sigma_tag(sigma)}"] = float(np.std(z[j], ddof=1)) if n_reps > 1 else 0.0
         return out
 
     def sample(state, key, num):

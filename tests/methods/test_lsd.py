@@ -352,8 +352,10 @@ def test_rbm_cross_fit_pools_every_point_under_the_critic_that_held_it_out():
         pooled_z.append(float(stein_z_test(jnp.concatenate(blocks)).z))
     result = method.evaluate(state, jax.random.key(0))
     for j, sigma in enumerate(r.sigmas):
-        want = np.mean(pooled_z[j * r.n_reps:(j + 1) * r.n_reps])
-        assert result[f"mean_z_lsd_s{sigma:g}"] == pytest.approx(want, rel=1e-4, abs=1e-4)
+        z = pooled_z[j * r.n_reps:(j + 1) * r.n_reps]
+        assert result[f"mean_z_lsd_s{sigma:g}"] == pytest.approx(np.mean(z), rel=1e-4, abs=1e-4)
+        assert result[f"sd_z_lsd_s{sigma:g}"] == pytest.approx(np.std(z, ddof=1), rel=1e-3,
+                                                               abs=1e-4)
 
 
 @pytest.mark.parametrize("score_input, trace", [(False, "exact"), (False, "gaussian"),
