@@ -78,7 +78,8 @@ def expected_calibration_error(probs, labels, n_bins: int = DEFAULT_BINS) -> flo
     return reliability_stats(conf, correct, n_bins).ece
 
 
-def calibrated_ece(confidence, n_bins: int = DEFAULT_BINS, *, draws: int = 1000, seed: int = 0) -> float:
+def calibrated_ece(confidence, n_bins: int = DEFAULT_BINS, *, draws: int = 1000,
+                   seed: int = 0) -> float:
     r"""The ECE a perfectly calibrated classifier with these confidences shows by chance.
 
     Draws correctness :math:`a_i \sim \mathrm{Bernoulli}(c_i)` for the given confidences

@@ -37,7 +37,8 @@ as unrolled on the CPU, where autodiff's own take a path 3-14x slower inside loo
 Evaluation (on ``eval.split``: ``test``, ``validation`` or both): accuracy and negative
 log-likelihood, expected calibration error (15 bins) beside the ECE a perfectly calibrated model
 with the same confidences would show by chance on the same test set (``ece_calibrated``, the
-binned ECE's floor), mean confidence :math:`\max_y p(y \mid x)`, and OOD AUROC (in-distribution = the test split, positive class) for JEM's three scores
+binned ECE's floor), mean confidence :math:`\max_y p(y \mid x)`, and OOD AUROC
+(in-distribution = the test split, positive class) for JEM's three scores
 :math:`\log \tilde p(x)`, :math:`\max_y p(y \mid x)` and :math:`-\lVert \nabla_x \log \tilde
 p(x) \rVert_2` against each configured OOD set: TFDS test splits of the same image shape
 (``svhn``, ``cifar100``, ...) or sets made from the test split with a fixed seed (``permuted``:
