@@ -31,6 +31,7 @@ z-score :math:`\sqrt{n}\,\bar t/\hat\sigma_t` over all ``K n_test`` statistics. 
 each statistic still has mean zero given its critic, but the folds' critics share training
 points, so the pooled statistics are not independent and the normal approximation is an
 assumption that the measured size at sigma = 0 checks. Costs K critics per problem.
+``configs/lsd.py:rbm_test`` runs K = 5 (700 / 100 / 200 per fold) by default.
 
 Option ``critic.score_input`` (not in the paper): the critic sees the model's score as extra
 input features, :math:`f(x) = \mathrm{MLP}([x, s_q(x)])` with a ``2 d_x -> d_x`` MLP. The test
