@@ -116,6 +116,7 @@ def toy(args):
     config_path = Path(__file__).resolve().parents[1] / "configs" / "relax.py"
     cfg = config_lib.load_config(f"{config_path}:toy", args.override)
     steps = cfg.train.num_steps
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     traces = {}
     for name in relax_method.ESTIMATORS:
         run = relax_method.run_toy(cfg, name, steps)
@@ -123,14 +124,14 @@ def toy(args):
         compiled = run.lower(0).compile()
         compile_s = time.perf_counter() - start
         seconds, thetas = [], []
-        for seed in range(args.seeds):
+        for seed in seeds:
             start = time.perf_counter()
             _, trace = compiled(seed)
             jax.block_until_ready(trace)
             seconds.append(time.perf_counter() - start)
             thetas.append(float(trace["theta"][-1]))
         with_variance = relax_method.run_toy(cfg, name, steps, args.variance_every)
-        traces[name] = [jax.tree.map(np.asarray, with_variance(seed)[1]) for seed in range(args.seeds)]
+        traces[name] = [jax.tree.map(np.asarray, with_variance(seed)[1]) for seed in seeds]
         log_var = np.stack([t["log10_var"] for t in traces[name]])  # (seeds, checkpoints)
         late = log_var[:, log_var.shape[1] // 5 :]  # after the first 20% of training
         ms = 1e3 * float(np.median(seconds)) / steps
@@ -175,6 +176,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--toy", action="store_true", help="the paper's toy instead of the VAE-size estimators")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first_seed", type=int, default=0, help="toy seeds first_seed, first_seed + 1, ...")
     parser.add_argument("--variance_every", type=int, default=10)
     parser.add_argument("--figure", default="")
     parser.add_argument("--override", action="append", default=[], help="toy config override, a.b=v")

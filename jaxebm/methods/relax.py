@@ -12,9 +12,10 @@ step, as in the paper's ``toy.py``. Each step, with the estimator chosen by ``co
    ``relaxed="super"``; ``toy.relax_cv="f_plus_q"`` gives its ``relaxed=True`` variant
    :math:`f(\sigma_\lambda(z)) + Q_\phi(\sigma_\lambda(z))` and ``toy.q_learned_scale=False``
    drops the scale);
-2. logits ``<- Adam(g)`` and, for REBAR/RELAX, the control variate's parameters
-   ``<- Adam(d g^2 / d phi)``, both at ``optim.learning_rate`` (the paper's 0.01). The variance
-   gradient never enters the logits' update.
+2. logits ``<- Adam(g)`` (``optim``) and, for REBAR/RELAX, the control variate's parameters
+   ``<- Adam(d g^2 / d phi)`` (``cv_optim``), both at the paper's learning rate 0.01 (the toy
+   config sets the logits' beta2 to 0.99, see ``configs/relax.py``). The variance gradient never
+   enters the logits' update.
 
 The reported ``loss`` is the exact expected loss :math:`\theta(1-t)^2 + (1-\theta)t^2`
 (averaged over latents), as the paper plots. Evaluation adds the estimator's variance at the
