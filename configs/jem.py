@@ -7,6 +7,11 @@ cross-entropy alone: jem.p_x_weight = 0, no sampler).
 
 Semi-supervised: --config.data.labels_per_class=N (N labelled examples of each class feed the
 cross-entropy; every training image feeds the p(x) term).
+
+Cross-validated digits: --config.data.cv_folds=5 --config.data.cv_fold=k (k = 0..4, one workdir
+each) trains on four fifths and evaluates on the held-out fifth; ``python
+benchmarks/jem_digits_cv.py WORKDIR_0 ... WORKDIR_4`` pools the five into one evaluation on all
+1797 images (the fixed split evaluates on 358, too few to tell calibration errors of 0.01 apart).
 """
 
 import ml_collections

@@ -248,8 +248,26 @@ def load_test_images(name: str, data_dir: str | os.PathLike | None, *,
     return test
 
 
-def load_digits_splits() -> Splits:
-    """scikit-learn's 8x8 digits as uint8 (n, 8, 8, 1), values 0..16; fixed 80/10/10 split."""
+def digits_held_out(n: int, folds: int, fold: int) -> np.ndarray:
+    """Positions (in the fixed permuted order) that ``fold`` of ``folds``-fold cross-validation
+    holds out: the ``fold``-th of ``folds`` near-equal contiguous blocks (sizes differ by at
+    most one), so over ``fold = 0 .. folds - 1`` the blocks tile ``0 .. n - 1``."""
+    if not (isinstance(folds, int) and folds >= 2):
+        raise ValueError(f"data.cv_folds must be 0 (the fixed split) or an integer >= 2, got {folds!r}")
+    if not (isinstance(fold, int) and 0 <= fold < folds):
+        raise ValueError(f"data.cv_fold must be an integer in [0, {folds}), got {fold!r}")
+    return np.array_split(np.arange(n), folds)[fold]
+
+
+def load_digits_splits(folds: int = 0, fold: int = 0) -> Splits:
+    """scikit-learn's 8x8 digits as uint8 (n, 8, 8, 1), values 0..16, in a fixed permuted order.
+
+    ``folds = 0``: the fixed 80/10/10 split. ``folds = K >= 2``: fold ``fold`` of K-fold
+    cross-validation: the ``fold``-th block of ``digits_held_out`` is held out (its first half
+    the validation split, the rest the test split) and the other K - 1 blocks train. Pooling the
+    held-out predictions of all K folds evaluates on every one of the 1797 images once: a test
+    set five times the fixed split's 358, whose sampling noise is sqrt(1797 / 358) = 2.2x smaller.
+    """
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -258,6 +276,12 @@ def load_digits_splits() -> Splits:
     perm = np.random.default_rng(0).permutation(x.shape[0])
     x, y = x[perm], y[perm]
     n = x.shape[0]
+    if folds != 0:
+        held = digits_held_out(n, folds, fold)
+        train = np.setdiff1d(np.arange(n), held)
+        half = held.size // 2
+        parts = {"train": train, "validation": held[:half], "test": held[half:]}
+        return {s: {"x": x[i], "y": y[i]} for s, i in parts.items()}
     n_test = n_val = int(0.1 * n)
     n_train = n - n_val - n_test
     bounds = {"train": (0, n_train), "validation": (n_train, n_train + n_val),

@@ -97,6 +97,24 @@ def calibrated_ece(confidence, n_bins: int = DEFAULT_BINS, *, draws: int = 1000,
     return float(np.mean([reliability_stats(conf, c, n_bins).ece for c in correct]))
 
 
+def classification_metrics(log_probs, labels, n_bins: int = DEFAULT_BINS) -> dict[str, float]:
+    """Accuracy, negative log-likelihood, ECE, the ECE's floor (``calibrated_ece``: what a
+    perfectly calibrated model with these confidences shows by chance on this many examples)
+    and mean confidence (above the accuracy: overconfident on average) of log p(y|x) ``(n, K)``
+    against labels ``(n,)``."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    probs = np.exp(log_probs)
+    confidence = probs.max(axis=1)
+    return {
+        "accuracy": float(np.mean(np.argmax(log_probs, axis=1) == labels)),
+        "nll": float(-np.mean(np.take_along_axis(log_probs, labels[:, None], axis=1))),
+        "ece": expected_calibration_error(probs, labels, n_bins),
+        "ece_calibrated": calibrated_ece(confidence, n_bins),
+        "mean_confidence": float(np.mean(confidence)),
+    }
+
+
 def reliability_diagram(
     probs,
     labels,

@@ -46,7 +46,8 @@ each image's pixels shuffled; ``interp``: :math:`(x + x')/2` with another test i
 ``noise``: :math:`U(-1, 1)` images). Test and OOD inputs get the same data noise as training,
 as in the reference. Figures: a reliability diagram, the buffer, and sample grids
 (unconditional and one row per class) from longer chains (``eval.sample_steps``) started from
-the buffer or from noise.
+the buffer or from noise. Beside them, ``predictions.npz`` holds the evaluated examples'
+log p(y|x) and labels, so metrics can be pooled over runs (cross-validation folds).
 """
 
 from __future__ import annotations
@@ -460,16 +461,8 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         del key  # evaluation is deterministic: fixed OOD sets and fixed input noise
         params = state["params"]
         log_probs, scores_in = run_eval(params, test_x, 0)
-        probs = np.exp(log_probs.astype(np.float64))
         out = {
-            "accuracy": float(np.mean(np.argmax(log_probs, axis=1) == test_y)),
-            "nll": float(-np.mean(np.take_along_axis(log_probs, test_y[:, None], axis=1))),
-            "ece": calibration.expected_calibration_error(probs, test_y, e.ece_bins),
-            # The ECE a perfectly calibrated model with these confidences shows by chance on
-            # this test set: the binned ECE's floor, against which "ece" is read.
-            "ece_calibrated": calibration.calibrated_ece(np.max(probs, axis=1), e.ece_bins),
-            # Above the accuracy: overconfident on average; below: underconfident.
-            "mean_confidence": float(np.mean(np.max(probs, axis=1))),
+            **calibration.classification_metrics(log_probs, test_y, e.ece_bins),
             "logpx_test": float(np.mean(scores_in["log_px"])),
             "num_examples": float(len(test_y)),
         }
@@ -539,6 +532,10 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                                               paths[0], n_bins=e.ece_bins)
         with open(directory / "reliability.txt", "w") as f:  # the number behind the picture
             f.write(f"{kind} {cfg.data.name} ECE {ece:.6f}\n")
+        # The evaluated examples' predictions, for metrics pooled over runs (cross-validation
+        # folds: benchmarks/jem_digits_cv.py).
+        np.savez(directory / "predictions.npz", log_probs=np.asarray(log_probs, np.float32),
+                 labels=test_y)
         n = e.num_plot_samples
         steps = -(-e.sample_steps // chunk_steps) * chunk_steps
         source = e.sample_init if "buffer" in state else "noise"
@@ -563,5 +560,39 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                   data=ds, write_figures=write_figures)
 
 
+def pool_folds(workdirs) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pools the held-out predictions of the K workdirs of one K-fold cross-validation
+    (``data.cv_folds = K``, ``data.cv_fold = 0 .. K - 1``, one each).
+
+    Every fold's ``samples/predictions.npz`` covers its held-out block, so together they cover
+    every example once. Returns ``(log_probs, labels, metrics)``: the pooled ``(n, classes)``
+    log p(y|x) and labels in fold order, and accuracy, NLL, ECE, its calibrated floor and mean
+    confidence over all n (with ``n_bins`` from the folds' ``eval.ece_bins``).
+    """
+    import json
+
+    dirs = [Path(d) for d in workdirs]
+    configs = [json.loads((d / "config.json").read_text()) for d in dirs]
+    folds = {c["data"]["cv_folds"] for c in configs}
+    if len(folds) != 1 or (k := folds.pop()) < 2:
+        raise ValueError(f"pool_folds: the workdirs must share one data.cv_folds >= 2, got "
+                         f"{[c['data']['cv_folds'] for c in configs]}")
+    order = sorted(range(len(dirs)), key=lambda i: configs[i]["data"]["cv_fold"])
+    got = [configs[i]["data"]["cv_fold"] for i in order]
+    if got != list(range(k)):
+        raise ValueError(f"pool_folds: need folds 0..{k - 1} once each, got {got}")
+    bins = {c["eval"]["ece_bins"] for c in configs}
+    if len(bins) != 1:
+        raise ValueError(f"pool_folds: the folds differ in eval.ece_bins: {sorted(bins)}")
+    n_bins = bins.pop()
+    parts = [np.load(dirs[i] / "samples" / "predictions.npz") for i in order]
+    log_probs = np.concatenate([p["log_probs"] for p in parts]).astype(np.float64)
+    labels = np.concatenate([p["labels"] for p in parts])
+    metrics = {**calibration.classification_metrics(log_probs, labels, n_bins),
+               "num_examples": int(labels.size), "folds": k}
+    return log_probs, labels, metrics
+
+
 __all__ = ["EVAL_SPLITS", "JEMCore", "SemiSupervised", "build", "chain_unroll", "eval_split",
-           "load_data", "make_core", "make_network", "make_ood_sets", "validate_config"]
+           "load_data", "make_core", "make_network", "make_ood_sets", "pool_folds",
+           "validate_config"]

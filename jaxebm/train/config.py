@@ -27,7 +27,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict()
     cfg.method = method
     cfg.seed = 0
-    cfg.data = ml_collections.ConfigDict(dict(name="", dir="", batch_size=100, eval_size=20000, validation_size=5000))
+    cfg.data = ml_collections.ConfigDict(dict(name="", dir="", batch_size=100, eval_size=20000,
+                                              validation_size=5000, cv_folds=0, cv_fold=0))
     cfg.train = ml_collections.ConfigDict(
         dict(
             num_steps=1000,

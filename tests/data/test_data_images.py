@@ -124,3 +124,41 @@ def test_digits():
         assert s["x"].max() <= 16 and s["y"].dtype == np.int32
     assert splits["train"]["x"].max() == 16  # n_bins = 17 levels, 0..16
     np.testing.assert_array_equal(images.load_digits_splits()["test"]["y"], splits["test"]["y"])
+
+
+def test_digits_cross_validation_folds_tile_the_data_and_never_train_on_held_out_images():
+    """Over folds 0..K-1 the held-out blocks (validation + test) cover every image once, each
+    fold trains on the rest, and bad fold settings fail clearly."""
+    fixed = images.load_digits_splits()
+    every = np.concatenate([fixed[s]["x"] for s in ("train", "validation", "test")])
+    labels = np.concatenate([fixed[s]["y"] for s in ("train", "validation", "test")])
+    k = 5
+    held_x, held_y = [], []
+    for fold in range(k):
+        splits = images.load_digits_splits(k, fold)
+        held = np.concatenate([splits["validation"]["x"], splits["test"]["x"]])
+        assert splits["train"]["x"].shape[0] + held.shape[0] == 1797
+        assert abs(held.shape[0] - 1797 / k) < 1
+        # no training image equals (as bytes, with its label) a held-out one of the same fold
+        train_keys = {a.tobytes() + bytes([b]) for a, b in zip(splits["train"]["x"], splits["train"]["y"])}
+        held_keys = {a.tobytes() + bytes([b]) for a, b in
+                     zip(held, np.concatenate([splits["validation"]["y"], splits["test"]["y"]]))}
+        assert not train_keys & held_keys
+        held_x.append(held)
+        held_y.append(np.concatenate([splits["validation"]["y"], splits["test"]["y"]]))
+    # in fold order, the held-out blocks are the fixed permuted order itself
+    np.testing.assert_array_equal(np.concatenate(held_x), every)
+    np.testing.assert_array_equal(np.concatenate(held_y), labels)
+    for folds, fold in ((1, 0), (5, 5), (5, -1), (2.5, 0)):
+        with pytest.raises(ValueError, match="cv_fold"):
+            images.load_digits_splits(folds, fold)
+
+
+def test_cross_validation_folds_are_only_for_digits():
+    from jaxebm import data
+
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(name="moons", batch_size=8, cv_folds=5, cv_fold=0)
+    with pytest.raises(ValueError, match="'digits' set, not 'moons'"):
+        data.load(cfg, seed=0)

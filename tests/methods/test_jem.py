@@ -61,6 +61,10 @@ def test_smoke_run_rolls_back_once_and_finishes(tmp_path):
             assert 0 <= record[f"auroc_{name}_{score}"] <= 1
     for png in ("reliability.png", "samples.png", "samples_per_class.png", "buffer.png"):
         assert (tmp_path / "samples" / png).stat().st_size > 0
+    saved = np.load(tmp_path / "samples" / "predictions.npz")  # the evaluated examples' log p(y|x)
+    assert saved["log_probs"].shape == (32, 10) and saved["labels"].shape == (32,)
+    np.testing.assert_allclose(np.exp(saved["log_probs"]).sum(1), 1.0, rtol=1e-5)
+    assert np.mean(saved["log_probs"].argmax(1) == saved["labels"]) == record["accuracy"]
 
 
 def _symmetric(x_uint8):
@@ -218,3 +222,44 @@ def test_bad_config_values_fail_before_training(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         loop.train(cfg, tmp_path)
     assert not list((tmp_path / "checkpoints").glob("[0-9]*"))  # nothing was trained or saved
+
+
+def _fold_workdir(root, folds, fold, log_probs, labels, bins=15):
+    d = root / f"fold{fold}"
+    (d / "samples").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(
+        {"data": {"cv_folds": folds, "cv_fold": fold}, "eval": {"ece_bins": bins}}))
+    np.savez(d / "samples" / "predictions.npz", log_probs=log_probs.astype(np.float32), labels=labels)
+    return d
+
+
+def test_pool_folds_pools_held_out_predictions_in_fold_order(tmp_path):
+    """Three folds given out of order pool into one evaluation equal to the metrics computed by
+    hand on the concatenation in fold order; missing, repeated or mixed folds are errors."""
+    rng = np.random.default_rng(0)
+    sizes = (7, 6, 6)
+    logits = [rng.normal(size=(n, 4)) * 3 for n in sizes]
+    log_probs = [x - np.log(np.exp(x).sum(1, keepdims=True)) for x in logits]
+    labels = [rng.integers(0, 4, n) for n in sizes]
+    dirs = [_fold_workdir(tmp_path, 3, f, log_probs[f], labels[f], bins=5) for f in range(3)]
+    pooled_lp, pooled_y, m = jem.pool_folds([dirs[2], dirs[0], dirs[1]])
+    lp, y = np.concatenate(log_probs), np.concatenate(labels)
+    np.testing.assert_allclose(pooled_lp, lp, rtol=1e-6)
+    np.testing.assert_array_equal(pooled_y, y)
+    probs = np.exp(lp)
+    conf, correct = probs.max(1), probs.argmax(1) == y
+    edges = np.linspace(0, 1, 6)
+    ece = sum(np.sum(sel) / y.size * abs(conf[sel].mean() - correct[sel].mean())
+              for a, b in zip(edges[:-1], edges[1:]) if np.any(sel := (conf > a) & (conf <= b)))
+    assert m["num_examples"] == 19 and m["folds"] == 3
+    assert m["accuracy"] == pytest.approx(correct.mean())
+    assert m["nll"] == pytest.approx(-np.mean(lp[np.arange(19), y]), rel=1e-5)
+    assert m["ece"] == pytest.approx(ece, rel=1e-5)
+    assert m["mean_confidence"] == pytest.approx(conf.mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="folds 0..2 once each"):
+        jem.pool_folds(dirs[:2])
+    with pytest.raises(ValueError, match="folds 0..2 once each"):
+        jem.pool_folds([dirs[0], dirs[1], dirs[1]])
+    other = _fold_workdir(tmp_path / "k2", 2, 0, log_probs[0], labels[0])
+    with pytest.raises(ValueError, match="share one data.cv_folds"):
+        jem.pool_folds([*dirs, other])
