@@ -56,7 +56,8 @@ def get_config(arg=None):
     # default). RELAX's estimate has rare spikes while its learned control variate catches up;
     # with a 1000-step second-moment memory each spike shrinks theta's steps long after it, and
     # theta ended below 0.1 on 0 of 20 seeds (median 0.145), with a 100-step memory on 19 of 20
-    # (median 0.040); REINFORCE and REBAR stay near 0.4 either way (benchmarks/README.md).
+    # (median 0.040); REINFORCE and REBAR do not move it (median 0.47 and 0.46). See
+    # benchmarks/README.md, RELAX toy.
     cfg.optim = optim_config(learning_rate=0.01, b2=0.99)
     cfg.cv_optim = optim_config(learning_rate=0.01)  # the control variate: Adam 0.01
     cfg.eval = ml_collections.ConfigDict(dict(variance_samples=1000))
