@@ -315,6 +315,19 @@ def test_rbm_score_input_critic_trains_and_its_z_is_the_z_test_of_x_and_the_scor
     _assert_selected_z_is_the_z_test(cfg, states[0])
 
 
+def test_rbm_input_noise_trains_on_noisy_points_and_tests_on_clean_ones(rbm_run):
+    """critic.input_noise: the critic's training points are perturbed (its first update differs
+    from the noiseless run's with the same seed), while the stored z is still the z-test of the
+    critic on the clean test points."""
+    cfg0, _, states0, _ = rbm_run
+    cfg = _cfg("rbm_smoke", ["critic.input_noise=0.5"])
+    states, metrics = _run(build_method(cfg), 1)
+    assert np.isfinite(metrics[0]["loss"])
+    np.testing.assert_array_equal(states[0]["data"], states0[0]["data"])
+    assert not np.allclose(states[0]["critic"], states0[0]["critic"])
+    _assert_selected_z_is_the_z_test(cfg, states[0])
+
+
 def test_rbm_cross_fit_pools_every_point_under_the_critic_that_held_it_out():
     """lsd.cross_fit = K: K critics per problem; critic k's stored statistics are its Stein
     statistics on the k-th block of n_test points from the end (fold 0: the single split's test
@@ -407,6 +420,7 @@ def test_rbm_evaluation_reports_power_per_test_and_sigma(rbm_run):
     ("smoke", "data.name=nowhere", "unknown dataset 'nowhere'"),
     ("rbm_smoke", "rbm.n_test=1", "rbm.n_test"),
     ("rbm_smoke", "critic.dropout=1.0", "critic.dropout"),
+    ("rbm_smoke", "critic.input_noise=-0.1", "critic.input_noise"),
     ("rbm_smoke", "data.batch_size=1000", "data.batch_size=1000"),
     ("rbm_smoke", "ksd.statistic=w", "ksd.statistic"),
     ("rbm_smoke", "lsd.trace=hutch", "lsd.trace='hutch'"),
