@@ -319,7 +319,7 @@ def test_rbm_input_noise_trains_on_noisy_points_and_tests_on_clean_ones(rbm_run)
     """critic.input_noise: the critic's training points are perturbed (its first update differs
     from the noiseless run's with the same seed), while the stored z is still the z-test of the
     critic on the clean test points."""
-    cfg0, _, states0, _ = rbm_run
+    _, _, states0, _ = rbm_run
     cfg = _cfg("rbm_smoke", ["critic.input_noise=0.5"])
     states, metrics = _run(build_method(cfg), 1)
     assert np.isfinite(metrics[0]["loss"])
