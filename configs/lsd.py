@@ -106,9 +106,11 @@ def _rbm(cfg):
     # statistic under the critic that held it out (needs K * n_test = n_train + n_val + n_test).
     # Measured on 50 problems per sigma (benchmarks/README.md, LSD): power at sigma .02 went from
     # .54 (paper's split, 100 problems) to .90, size .04 at sigma 0; it costs 5 critics a problem.
+    # ensemble = M > 1 (not in the paper): M critics per fold from their own initializations,
+    # the test scoring each point by their mean field; costs M times the critics.
     cfg.lsd = ml_collections.ConfigDict(dict(
         l2=0.5, trace="exact", critic_objective="power", num_const=1e-6, val_every=50,
-        alpha=0.05, chunk=25, cross_fit=5))
+        alpha=0.05, chunk=25, cross_fit=5, ensemble=1))
     # torch Adam defaults (betas 0.9, 0.999) with L2 weight decay 5e-4 added to the gradient.
     cfg.optim.update(dict(learning_rate=1e-3, b1=0.9, b2=0.999, weight_decay=5e-4))
     cfg.ksd = ml_collections.ConfigDict(dict(n_boot=1000, statistic="v", chunk=10))

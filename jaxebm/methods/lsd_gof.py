@@ -33,6 +33,14 @@ points, so the pooled statistics are not independent and the normal approximatio
 assumption that the measured size at sigma = 0 checks. Costs K critics per problem.
 ``configs/lsd.py:rbm_test`` runs K = 5 (700 / 100 / 200 per fold) by default.
 
+Option ``lsd.ensemble = M`` (not in the paper): M critics per fold, each from its own
+initialization, with its own dropout masks and its own validation selection; a point's statistic
+is the mean of the M selected critics' statistics, which is the Stein statistic of their mean
+field :math:`\bar f = \frac1M \sum_m f_m` (the statistic is linear in f). Every member of fold
+``k`` is trained and selected without block ``k``, so :math:`\bar f` is too and the test stays
+valid; averaging cuts the variance of the learned field. Member 0 draws the keys an
+``ensemble = 1`` run draws, so it is that run's critic. Costs M times the critics.
+
 Option ``critic.score_input`` (not in the paper): the critic sees the model's score as extra
 input features, :math:`f(x) = \mathrm{MLP}([x, s_q(x)])` with a ``2 d_x -> d_x`` MLP. The test
 already needs :math:`s_q`, so this is generic; it lets the critic build directions out of
@@ -115,6 +123,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError("critic.score_input=True needs a Hutchinson lsd.trace ('gaussian' or "
                          "'rademacher'): the closed-form trace is for a critic of x alone")
     check_positive(lsd.cross_fit, "lsd.cross_fit", integer=True)
+    check_positive(lsd.ensemble, "lsd.ensemble", integer=True)
     if lsd.cross_fit > 1 and lsd.cross_fit * r.n_test != r.n_train + r.n_val + r.n_test:
         raise ValueError(
             f"lsd.cross_fit={lsd.cross_fit} needs the {lsd.cross_fit} test folds to tile the data: "
@@ -172,8 +181,10 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     sigmas = tuple(float(s) for s in r.sigmas)
     n_sig, n_reps = len(sigmas), r.n_reps
     n_problems = n_sig * n_reps
-    folds = int(lsd.cross_fit)
-    n_critics = n_problems * folds  # critic c: problem c // folds, test fold c % folds
+    folds, members = int(lsd.cross_fit), int(lsd.ensemble)
+    # critic c: member c // n_base, and j = c % n_base: problem j // folds, test fold j % folds
+    n_base = n_problems * folds
+    n_critics = n_base * members
     n_total = r.n_train + r.n_val + r.n_test
     dx = r.dim_x
     batch = cfg.data.batch_size
@@ -205,9 +216,10 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         Fold ``k`` tests on the ``k``-th block of ``n_test`` points counted from the end (fold 0:
         the single split's test points); rolling by ``k n_test`` moves that block to the end.
         """
-        q, rep = problem_rbm(state, c // folds)
+        j = c % n_base
+        q, rep = problem_rbm(state, j // folds)
         x = state["data"][rep]
-        return q, (x if folds == 1 else jnp.roll(x, (c % folds) * r.n_test, axis=0))
+        return q, (x if folds == 1 else jnp.roll(x, (j % folds) * r.n_test, axis=0))
 
     def init(key):
         k_rbm, k_data, k_noise, k_critic = jax.random.split(key, 4)
@@ -215,14 +227,17 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
         data = jax.vmap(lambda p, k: rbm_lib.sample(p, k, n_total, burn_in=r.burn_in))(
             rbms, jax.random.split(k_data, n_reps))
         noise = jax.random.normal(k_noise, (n_reps, dx, r.dim_h), jnp.float32)
-        critics = jax.vmap(lambda k: Flat.of(make_critic(nnx.Rngs(k))))(
-            jax.random.split(k_critic, n_critics))
+        # member m > 0 from its own key; member 0 from the keys of an ensemble-1 run
+        keys = jnp.concatenate([jax.random.split(
+            k_critic if m == 0 else jax.random.fold_in(k_critic, m), n_base)
+            for m in range(members)])
+        critics = jax.vmap(lambda k: Flat.of(make_critic(nnx.Rngs(k))))(keys)
         return {"rbm": rbms, "data": data, "noise": noise, "critic": critics,
                 "opt": optimizer.init(critics),
                 "best_val": jnp.full((n_critics,), -jnp.inf, jnp.float32),
                 "best_z": jnp.zeros((n_critics,), jnp.float32),
-                # the selected critic's per-sample statistics on its test fold, pooled over
-                # the folds of a problem by ``problem_z``
+                # the selected critic's per-sample statistics on its test fold, averaged over
+                # the members and pooled over the folds of a problem by ``problem_z``
                 "best_test_stat": jnp.zeros((n_critics, r.n_test), jnp.float32),
                 "best_step": jnp.full((n_critics,), -1, jnp.int32),
                 "step": jnp.zeros((), jnp.int32)}
@@ -281,8 +296,10 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
 
     def problem_z(state) -> np.ndarray:
         """Each problem's test z-score: over its single test split, or, cross-fitted, over all
-        of its points, each scored by the critic of the fold that held it out."""
-        stats = jnp.reshape(state["best_test_stat"], (n_problems, folds * r.n_test))
+        of its points, each scored by the critic of the fold that held it out (the members'
+        mean statistic, with an ensemble)."""
+        stats = jnp.reshape(state["best_test_stat"], (members, n_problems, folds * r.n_test))
+        stats = jnp.mean(stats, axis=0)
         return np.asarray(jax.vmap(lambda t: stein_z_test(t, num_const=lsd.num_const).z)(stats))
 
     def train_step(state, batch_, key):

@@ -371,6 +371,47 @@ def test_rbm_cross_fit_pools_every_point_under_the_critic_that_held_it_out():
                                                                abs=1e-4)
 
 
+def test_rbm_ensemble_member_zero_is_the_single_run_and_the_test_scores_the_mean_field(rbm_run):
+    """lsd.ensemble = M: M critics per fold; member 0 draws the keys of the ensemble-1 run (its
+    critics and selections equal that run's), and each problem's z-test runs over the Stein
+    statistics of the members' mean field, which is the mean of their statistics."""
+    members = 3
+    cfg0, _, states0, _ = rbm_run
+    cfg = _cfg("rbm_smoke", [f"lsd.ensemble={members}"])
+    r = cfg.rbm
+    method = build_method(cfg)
+    states, metrics = _run(method, 1)  # step 0 validates: every critic is its selection
+    state, single = states[0], states0[0]
+    n_problems = len(r.sigmas) * r.n_reps
+    assert state["critic"].shape[0] == members * n_problems and np.isfinite(metrics[-1]["loss"])
+    np.testing.assert_allclose(state["critic"][:n_problems], single["critic"], rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(state["best_test_stat"][:n_problems], single["best_test_stat"],
+                               rtol=1e-4, atol=1e-4)
+    assert not np.allclose(state["critic"][n_problems:2 * n_problems], single["critic"])
+    template = Flat(lambda: SmallMLP(r.dim_x, r.dim_x, hidden=cfg.critic.hidden,
+                                     dropout_rate=cfg.critic.dropout, rngs=nnx.Rngs(0)))
+
+    @jax.jit
+    def mean_field_z(params, p, noise, sigma, x):
+        q = p._replace(B=p.B + sigma * noise)
+        nets = [template.module(params[m]) for m in range(members)]
+        field = lambda xi: sum(net(xi[None])[0] for net in nets) / members  # noqa: E731
+        return stein_z_test(stein_statistic(field, x, rbm_lib.score(q, x)).stat).z
+
+    z = []
+    for i in range(n_problems):
+        s, rep = divmod(i, r.n_reps)
+        p = jax.tree.map(lambda a: a[rep], state["rbm"])
+        want = mean_field_z(state["critic"][i::n_problems], p, state["noise"][rep],
+                            jnp.float32(r.sigmas[s]), state["data"][rep, r.n_train + r.n_val:])
+        z.append(float(want))
+    result = method.evaluate(state, jax.random.key(0))
+    for j, sigma in enumerate(r.sigmas):
+        assert result[f"mean_z_lsd_s{sigma:g}"] == pytest.approx(
+            np.mean(z[j * r.n_reps:(j + 1) * r.n_reps]), rel=1e-4, abs=1e-4)
+
+
 @pytest.mark.parametrize("score_input, trace", [(False, "exact"), (False, "gaussian"),
                                                 (True, "gaussian"), (True, "rademacher")])
 def test_rbm_training_terms_are_the_stein_terms_of_the_critic_field(score_input, trace):
@@ -427,6 +468,7 @@ def test_rbm_evaluation_reports_power_per_test_and_sigma(rbm_run):
     ("rbm_smoke", "critic.score_input=True", "critic.score_input"),
     ("rbm_smoke", "lsd.cross_fit=3", "test folds to tile the data"),
     ("rbm_smoke", "lsd.cross_fit=0", "lsd.cross_fit"),
+    ("rbm_smoke", "lsd.ensemble=0", "lsd.ensemble"),
 ])
 def test_bad_config_fails_clearly(variant, override, message):
     with pytest.raises(ValueError, match=message):
