@@ -100,6 +100,15 @@ def sigma_tag(sigma: float) -> str:
     return f"s{sigma:g}"
 
 
+# Options added after workdirs were written, with the value that turns each off: a workdir whose
+# config.json predates one still evaluates and resumes as it ran.
+LATER_OPTIONS = {("critic", "input_noise"): 0.0, ("lsd", "ensemble"): 1}
+
+
+def _option(cfg: ml_collections.ConfigDict, group: str, field: str):
+    return cfg[group].get(field, LATER_OPTIONS[group, field])
+
+
 def _validate(cfg: ml_collections.ConfigDict) -> None:
     r, lsd = cfg.rbm, cfg.lsd
     for field in ("dim_x", "dim_h", "n_reps", "burn_in", "n_train", "n_val", "n_test"):
@@ -115,7 +124,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     check_critic(cfg, TRACES)
     if not 0.0 <= cfg.critic.dropout < 1.0:
         raise ValueError(f"critic.dropout must be in [0, 1), got {cfg.critic.dropout}")
-    if not cfg.critic.input_noise >= 0.0:
+    if not _option(cfg, "critic", "input_noise") >= 0.0:
         raise ValueError(f"critic.input_noise must be >= 0, got {cfg.critic.input_noise}")
     if lsd.trace == "exact" and cfg.critic.n_hidden > 2:
         raise ValueError("lsd.trace='exact' needs critic.n_hidden <= 2 (closed-form MLP trace)")
@@ -123,7 +132,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError("critic.score_input=True needs a Hutchinson lsd.trace ('gaussian' or "
                          "'rademacher'): the closed-form trace is for a critic of x alone")
     check_positive(lsd.cross_fit, "lsd.cross_fit", integer=True)
-    check_positive(lsd.ensemble, "lsd.ensemble", integer=True)
+    check_positive(_option(cfg, "lsd", "ensemble"), "lsd.ensemble", integer=True)
     if lsd.cross_fit > 1 and lsd.cross_fit * r.n_test != r.n_train + r.n_val + r.n_test:
         raise ValueError(
             f"lsd.cross_fit={lsd.cross_fit} needs the {lsd.cross_fit} test folds to tile the data: "
@@ -181,7 +190,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     sigmas = tuple(float(s) for s in r.sigmas)
     n_sig, n_reps = len(sigmas), r.n_reps
     n_problems = n_sig * n_reps
-    folds, members = int(lsd.cross_fit), int(lsd.ensemble)
+    folds, members = int(lsd.cross_fit), int(_option(cfg, "lsd", "ensemble"))
     # critic c: member c // n_base, and j = c % n_base: problem j // folds, test fold j % folds
     n_base = n_problems * folds
     n_critics = n_base * members
@@ -191,7 +200,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     threshold = float(jsp.ndtri(1.0 - lsd.alpha))
 
     score_input = bool(cfg.critic.score_input)
-    input_noise = float(cfg.critic.input_noise)
+    input_noise = float(_option(cfg, "critic", "input_noise"))
 
     def make_critic(rngs):
         in_dim = 2 * dx if score_input else dx

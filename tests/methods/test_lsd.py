@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -410,6 +411,23 @@ def test_rbm_ensemble_member_zero_is_the_single_run_and_the_test_scores_the_mean
     for j, sigma in enumerate(r.sigmas):
         assert result[f"mean_z_lsd_s{sigma:g}"] == pytest.approx(
             np.mean(z[j * r.n_reps:(j + 1) * r.n_reps]), rel=1e-4, abs=1e-4)
+
+
+def test_rbm_workdir_config_without_later_options_builds_the_same_run(rbm_run):
+    """A workdir written before critic.input_noise and lsd.ensemble existed (its config.json
+    lacks them) builds the run those options' off values give: same state, same first step."""
+    from jaxebm.methods.lsd_gof import LATER_OPTIONS
+
+    cfg, _, states, _ = rbm_run
+    old = json.loads(cfg.to_json())
+    for group, field in LATER_OPTIONS:
+        assert cfg[group][field] == LATER_OPTIONS[group, field]
+        del old[group][field]
+    old_cfg = ml_collections.ConfigDict(old)
+    old_cfg.lock()
+    old_states, _ = _run(build_method(old_cfg), 1)
+    for name in ("critic", "best_test_stat", "data"):
+        np.testing.assert_array_equal(old_states[0][name], states[0][name])
 
 
 @pytest.mark.parametrize("score_input, trace", [(False, "exact"), (False, "gaussian"),
