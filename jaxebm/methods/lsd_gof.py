@@ -105,7 +105,8 @@ def sigma_tag(sigma: float) -> str:
 LATER_OPTIONS = {("critic", "input_noise"): 0.0, ("lsd", "ensemble"): 1}
 
 
-def _option(cfg: ml_collections.ConfigDict, group: str, field: str):
+def later_option(cfg: ml_collections.ConfigDict, group: str, field: str):
+    """``cfg[group][field]``, or its off value if the config predates it."""
     return cfg[group].get(field, LATER_OPTIONS[group, field])
 
 
@@ -124,7 +125,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     check_critic(cfg, TRACES)
     if not 0.0 <= cfg.critic.dropout < 1.0:
         raise ValueError(f"critic.dropout must be in [0, 1), got {cfg.critic.dropout}")
-    if not _option(cfg, "critic", "input_noise") >= 0.0:
+    if not later_option(cfg, "critic", "input_noise") >= 0.0:
         raise ValueError(f"critic.input_noise must be >= 0, got {cfg.critic.input_noise}")
     if lsd.trace == "exact" and cfg.critic.n_hidden > 2:
         raise ValueError("lsd.trace='exact' needs critic.n_hidden <= 2 (closed-form MLP trace)")
@@ -132,7 +133,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError("critic.score_input=True needs a Hutchinson lsd.trace ('gaussian' or "
                          "'rademacher'): the closed-form trace is for a critic of x alone")
     check_positive(lsd.cross_fit, "lsd.cross_fit", integer=True)
-    check_positive(_option(cfg, "lsd", "ensemble"), "lsd.ensemble", integer=True)
+    check_positive(later_option(cfg, "lsd", "ensemble"), "lsd.ensemble", integer=True)
     if lsd.cross_fit > 1 and lsd.cross_fit * r.n_test != r.n_train + r.n_val + r.n_test:
         raise ValueError(
             f"lsd.cross_fit={lsd.cross_fit} needs the {lsd.cross_fit} test folds to tile the data: "
@@ -190,7 +191,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     sigmas = tuple(float(s) for s in r.sigmas)
     n_sig, n_reps = len(sigmas), r.n_reps
     n_problems = n_sig * n_reps
-    folds, members = int(lsd.cross_fit), int(_option(cfg, "lsd", "ensemble"))
+    folds, members = int(lsd.cross_fit), int(later_option(cfg, "lsd", "ensemble"))
     # critic c: member c // n_base, and j = c % n_base: problem j // folds, test fold j % folds
     n_base = n_problems * folds
     n_critics = n_base * members
@@ -200,7 +201,7 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
     threshold = float(jsp.ndtri(1.0 - lsd.alpha))
 
     score_input = bool(cfg.critic.score_input)
-    input_noise = float(_option(cfg, "critic", "input_noise"))
+    input_noise = float(later_option(cfg, "critic", "input_noise"))
 
     def make_critic(rngs):
         in_dim = 2 * dx if score_input else dx
@@ -304,12 +305,8 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                 "best_step": jnp.where(better, state["step"], state["best_step"])}
 
     def problem_z(state) -> np.ndarray:
-        """Each problem's test z-score: over its single test split, or, cross-fitted, over all
-        of its points, each scored by the critic of the fold that held it out (the members'
-        mean statistic, with an ensemble)."""
-        stats = jnp.reshape(state["best_test_stat"], (members, n_problems, folds * r.n_test))
-        stats = jnp.mean(stats, axis=0)
-        return np.asarray(jax.vmap(lambda t: stein_z_test(t, num_const=lsd.num_const).z)(stats))
+        return problem_z_scores(state["best_test_stat"], members=members, n_problems=n_problems,
+                                num_const=lsd.num_const)
 
     def train_step(state, batch_, key):
         del batch_  # the data live in the state
@@ -384,6 +381,16 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
 
     return Method(init=init, train_step=train_step, evaluate=evaluate, sample=sample,
                   data=None, write_figures=write_figures)
+
+
+def problem_z_scores(best_test_stat, *, members: int, n_problems: int,
+                     num_const: float) -> np.ndarray:
+    """Each problem's test z-score from the selected critics' per-point statistics
+    ``(members * n_problems * folds, n_test)`` (the state's ``best_test_stat``, member-major):
+    over its single test split, or, cross-fitted, over all of its points, each scored by the
+    critics of the fold that held it out; a point's statistic is the members' mean."""
+    stats = jnp.reshape(jnp.asarray(best_test_stat), (members, n_problems, -1)).mean(axis=0)
+    return np.asarray(jax.vmap(lambda t: stein_z_test(t, num_const=num_const).z)(stats))
 
 
 def _stderr(power: np.ndarray, n: np.ndarray) -> np.ndarray:
