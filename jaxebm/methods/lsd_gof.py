@@ -60,11 +60,12 @@ the quadratic-time KSD with a median-heuristic Gaussian kernel and a 1000-replic
 bootstrap (V-statistic, Rademacher weights: kgof's ``KernelSteinTest``), and the linear-time
 KSD with its normal approximation.
 
-**Engineering:** the critics of all ``len(sigmas) * n_reps`` problems (``cross_fit`` each) live
-stacked in one state (each flattened to a vector, so Adam runs over one ``(P, n_params)`` array;
-Adam is elementwise, so this is exactly one Adam per critic); one harness step updates every
-critic once, in chunks of ``lsd.chunk`` critics (``lax.map``) to bound memory. The per-critic
-best validation score and the test z-score and per-sample test statistics at that point are kept
+**Engineering:** the critics of all ``len(sigmas) * n_reps`` problems (``cross_fit *
+ensemble`` each) live stacked in one state (each flattened to a vector, so Adam runs over one
+``(P, n_params)`` array; Adam is elementwise, so this is exactly one Adam per critic); one
+harness step updates every critic once, in chunks of ``lsd.chunk`` critics (``lax.map``) to
+bound memory. The per-critic best validation score and the test z-score and per-sample test
+statistics at that point are kept
 in the state, so training resumes exactly.
 """
 
