@@ -65,8 +65,7 @@ ensemble`` each) live stacked in one state (each flattened to a vector, so Adam 
 ``(P, n_params)`` array; Adam is elementwise, so this is exactly one Adam per critic); one
 harness step updates every critic once, in chunks of ``lsd.chunk`` critics (``lax.map``) to
 bound memory. The per-critic best validation score and the test z-score and per-sample test
-statistics at that point are kept
-in the state, so training resumes exactly.
+statistics at that point are kept in the state, so training resumes exactly.
 """
 
 from __future__ import annotations
