@@ -10,12 +10,12 @@ Rows (one JSON line each):
   guarded (finite-checked, state-donating) step, alternating 5 critic steps and 1 model step;
   with ``steps_per_call = k`` each harness step runs k optimizer steps (whole cycles of 5 critic
   steps and a model step batched and branch-free, see ``jaxebm.methods.lsd``), and the times
-  are divided by k; the toy config's default is k = 100. ``ms_per_step`` (per optimizer step of either network) is the number to compare
-  with the reference's 7.6 ms per step.
+  are divided by k; the toy config's default is k = 100. ``ms_per_step`` (per optimizer step
+  of either network) is the number to compare with the reference's 7.6 ms per step.
 * ``rbm_critic_step``: one harness step of ``configs/lsd.py:rbm_test`` updates all
-  ``len(sigmas) * n_reps`` critics (batch 800, 50-300-300-50 with dropout, power objective);
-  reported per harness step and per critic (``critic_steps_per_s``). Validation steps (every
-  100th) are excluded.
+  ``len(sigmas) * n_reps * cross_fit * ensemble`` critics (the config's batch,
+  50-300-300-50 with dropout, power objective); reported per harness step and per critic
+  (``critic_steps_per_s``). Validation steps (every ``lsd.val_every``-th) are excluded.
 
 Compile (first call) is timed apart; steady state is the median over ``--repeats`` blocks of
 ``--calls`` calls, each ended by ``block_until_ready``; ``cpu_ms`` is the process CPU time per
@@ -139,9 +139,10 @@ def _harness(per_call: int, calls: int, repeats: int) -> None:
 def rbm(reps: int, calls: int, repeats: int) -> None:
     cfg = config_lib.load_config(f"{CONFIG}:rbm_test", [f"rbm.n_reps={reps}", "rbm.burn_in=10"])
     method = build_method(cfg)
-    n_critics = len(cfg.rbm.sigmas) * reps
     guarded = guarded_step(method, float(cfg.train.loss_bound))
     holder = _placed_like_the_loop(method, sharding.make_mesh())
+    # problems x folds (lsd.cross_fit) x members (lsd.ensemble)
+    n_critics = int(holder["state"]["critic"].shape[0])
     root = root_key(0)
 
     def call(i):

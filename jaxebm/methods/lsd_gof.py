@@ -86,6 +86,7 @@ from jaxebm.methods.lsd import (TRACES, Flat, check_choice, check_critic, check_
 from jaxebm.nn.swish import SmallMLP
 from jaxebm.estimators.divergence import sample_probe
 from jaxebm.stein import SteinTerms, ksd_test, linear_ksd_test, stein_statistic, stein_z_test
+from jaxebm.train.loop import eval_key
 from jaxebm.train.method import Method
 from jaxebm.train.optim import make_optimizer
 
@@ -325,6 +326,11 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
 
     # ---------------------------------------------------------------- the tests
 
+    # The kernel tests' bootstrap keys: the key the harness's final evaluation passes (at step
+    # train.num_steps), whatever key a call passes, so that every evaluation, ``jaxebm eval``
+    # and the figures' per-problem decisions agree (the kernel tests do not depend on training).
+    ksd_key = eval_key(cfg.seed, cfg.train.num_steps)
+
     @jax.jit
     def kernel_tests(state, key):
         def one(i):
@@ -334,21 +340,26 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
             quad = ksd_test(x, sq, key=jax.random.fold_in(key, i), alpha=lsd.alpha,
                             n_boot=cfg.ksd.n_boot, statistic=cfg.ksd.statistic)
             lin = linear_ksd_test(x, sq, alpha=lsd.alpha)
-            return quad.reject, lin.reject
+            return quad.p_value, lin.p_value
 
         idx = jnp.arange(n_problems, dtype=jnp.int32)
         return jax.lax.map(one, idx, batch_size=min(cfg.ksd.chunk, n_problems))
 
-    def rejections(state, key) -> dict[str, np.ndarray]:
-        """``{test: (n_sigmas, n_reps) bool}``."""
-        quad, lin = kernel_tests(state, key)
-        lsd_rej = problem_z(state) > threshold
+    def decisions(state, key):
+        """LSD's z-scores, and every test's p-values and rejections, each ``(n_sigmas, n_reps)``
+        (LSD's p-value from its one-sided z-test; reject when p < alpha, for LSD when
+        z > Phi^-1(1 - alpha))."""
+        del key  # the kernel tests use ksd_key; LSD's statistics are deterministic
+        quad, lin = kernel_tests(state, ksd_key)
         shape = (n_sig, n_reps)
-        return {"lsd": lsd_rej.reshape(shape), "ksd": np.asarray(quad).reshape(shape),
-                "lksd": np.asarray(lin).reshape(shape)}
+        z = problem_z(state).reshape(shape)
+        p = {"lsd": np.asarray(jsp.ndtr(-z)), "ksd": np.asarray(quad).reshape(shape),
+             "lksd": np.asarray(lin).reshape(shape)}
+        rej = {"lsd": z > threshold, "ksd": p["ksd"] < lsd.alpha, "lksd": p["lksd"] < lsd.alpha}
+        return z, p, rej
 
     def evaluate(state, key):
-        rej = rejections(state, key)
+        z, _, rej = decisions(state, key)
         out = {"n_reps": float(n_reps), "critic_steps": float(state["step"]),
                "validated": float(np.max(np.asarray(state["best_step"])) >= 0)}
         for name, table in rej.items():
@@ -356,7 +367,6 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                 p = float(np.mean(table[j]))
                 out[f"power_{name}_{sigma_tag(sigma)}"] = p
                 out[f"stderr_{name}_{sigma_tag(sigma)}"] = float(np.sqrt(p * (1 - p) / n_reps))
-        z = problem_z(state).reshape(n_sig, n_reps)
         for j, sigma in enumerate(sigmas):
             out[f"mean_z_lsd_{sigma_tag(sigma)}"] = float(np.mean(z[j]))
             # at sigma = 0 about 1 if the z-test's normal approximation holds
@@ -370,13 +380,21 @@ def build(cfg: ml_collections.ConfigDict) -> Method:
                                   static_argnames=("burn_in",))(p, key, num, burn_in=r.burn_in))
 
     def write_figures(state, key, directory: Path):
+        """``power.png``, ``power_table.md``, and ``decisions.csv``: per problem, LSD's z and
+        every test's p-value and decision."""
         directory = Path(directory)
-        rej = rejections(state, key)
+        z, p, rej = decisions(state, key)
         power = {name: table.mean(axis=1) for name, table in rej.items()}
         n = np.full(n_sig, n_reps)
         path = plot_power(sigmas, power, n, directory / "power.png", alpha=lsd.alpha,
                           title=f"RBM d_x={dx}, d_h={r.dim_h}: {n_reps} repetitions per sigma")
         (directory / "power_table.md").write_text(power_table(sigmas, power, n) + "\n")
+        rows = ["sigma,rep,lsd_z," + ",".join(f"{t}_p,{t}_reject" for t in TESTS)]
+        for j, sigma in enumerate(sigmas):
+            for rep in range(n_reps):
+                rows.append(f"{sigma:g},{rep},{z[j, rep]:.4f}," + ",".join(
+                    f"{p[t][j, rep]:.6g},{int(rej[t][j, rep])}" for t in TESTS))
+        (directory / "decisions.csv").write_text("\n".join(rows) + "\n")
         return [path]
 
     return Method(init=init, train_step=train_step, evaluate=evaluate, sample=sample,

@@ -465,6 +465,31 @@ def test_rbm_evaluation_reports_power_per_test_and_sigma(rbm_run):
     assert out["n_reps"] == cfg.rbm.n_reps
 
 
+def test_rbm_figures_write_each_problems_decisions_as_evaluated(rbm_run, tmp_path):
+    """write_figures: the power figure and table, and decisions.csv, whose per-problem LSD z,
+    p-values and rejections are the ones the evaluation averages, even under another key (the
+    kernel tests' bootstrap keys are the final evaluation's): LSD's p is Phi(-z), and each test
+    rejects exactly when p < alpha."""
+    cfg, method, states, _ = rbm_run
+    key = jax.random.key(3)
+    paths = method.write_figures(states[-1], key, tmp_path)
+    assert [p.name for p in paths] == ["power.png"] and paths[0].stat().st_size > 0
+    assert "| lsd |" in (tmp_path / "power_table.md").read_text()
+    rows = np.genfromtxt(tmp_path / "decisions.csv", delimiter=",", names=True)
+    assert len(rows) == len(cfg.rbm.sigmas) * cfg.rbm.n_reps
+    out = method.evaluate(states[-1], jax.random.key(4))
+    np.testing.assert_allclose(rows["lsd_p"], ndtr(-rows["lsd_z"]), rtol=1e-3, atol=1e-6)
+    for test in ("lsd", "ksd", "lksd"):
+        np.testing.assert_array_equal(rows[f"{test}_reject"], rows[f"{test}_p"] < cfg.lsd.alpha)
+        for sigma in cfg.rbm.sigmas:
+            at = rows["sigma"] == sigma
+            assert np.mean(rows[f"{test}_reject"][at]) == pytest.approx(
+                out[f"power_{test}_s{sigma:g}"])
+            if test == "lsd":
+                assert np.mean(rows["lsd_z"][at]) == pytest.approx(
+                    out[f"mean_z_lsd_s{sigma:g}"], abs=1e-3)
+
+
 # ------------------------------------------------------------------ configs
 
 
