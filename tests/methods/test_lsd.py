@@ -377,7 +377,7 @@ def test_rbm_ensemble_member_zero_is_the_single_run_and_the_test_scores_the_mean
     critics and selections equal that run's), and each problem's z-test runs over the Stein
     statistics of the members' mean field, which is the mean of their statistics."""
     members = 3
-    cfg0, _, states0, _ = rbm_run
+    _, _, states0, _ = rbm_run
     cfg = _cfg("rbm_smoke", [f"lsd.ensemble={members}"])
     r = cfg.rbm
     method = build_method(cfg)
